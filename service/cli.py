@@ -1,0 +1,89 @@
+"""The `mlapi` command: `bake` a model directory at build time, `serve` it at run time."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+
+def _bake(args: argparse.Namespace) -> int:
+    from .bake import bake
+
+    manifest = bake(args.source, Path(args.out), revision=args.revision, onnx_only=args.onnx_only,
+                    quantize=not args.no_int8)
+    q = manifest.quantization
+    print(f"baked {manifest.source} ({manifest.task}, labels {manifest.labels}) into {args.out}")
+    print(f"serving precision: {manifest.default_precision} ({q.recipe or '-'}: {q.reason})")
+    print(f"content hash: {manifest.content_hash}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in {"model_dir": args.model_dir, "host": args.host, "port": args.port}.items() if v}
+    # Tokenizers' own thread pool fights the batcher's; the batcher already fills the cores.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from .settings import Settings
+
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        for err in exc.errors():
+            key = "MLAPI_" + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else "settings"
+            print(f"invalid configuration: {key}: {err['msg']}", file=sys.stderr)
+        return 2
+    if not (settings.model_dir / "manifest.json").is_file():
+        print(f"invalid configuration: MLAPI_MODEL_DIR: {settings.model_dir} is not a baked model directory; "
+              f"run `mlapi bake --out {settings.model_dir}` first", file=sys.stderr)
+        return 2
+
+    import uvicorn
+
+    from .app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=20,
+        access_log=False,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line; `mlapi --help` documents it."""
+    parser = argparse.ArgumentParser(prog="mlapi", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    bake = sub.add_parser("bake", help="export a Hugging Face model to a self-contained, servable directory")
+    bake.add_argument("source", nargs="?", default=None,
+                      help="hub id or local checkpoint directory (default: the bundled all-MiniLM-L6-v2)")
+    bake.add_argument("--out", required=True, help="directory to write (replaced if it exists)")
+    bake.add_argument("--revision", default=None, help="hub revision (commit, tag or branch) to pin")
+    bake.add_argument("--onnx-only", action="store_true", help="leave out the torch weights (runtime images)")
+    bake.add_argument("--no-int8", action="store_true", help="skip int8 quantisation; serve fp32")
+    bake.set_defaults(handler=_bake)
+
+    serve = sub.add_parser("serve", help="serve a baked model directory over HTTP")
+    serve.add_argument("--model-dir", default=None, help="baked model directory (MLAPI_MODEL_DIR)")
+    serve.add_argument("--host", default=None, help="bind address (MLAPI_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (MLAPI_PORT, default 8000)")
+    serve.set_defaults(handler=_serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `mlapi` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.handler(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Prometheus metrics for one app instance, in their own registry (several apps can live in one process).
+
+Named so a Grafana or CloudWatch dashboard can show throughput, latency, batch sizes, queueing, cache hit rate
+and cache failures without parsing logs.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    """Every metric the service exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "mlapi_requests_total", "HTTP requests answered", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "mlapi_request_seconds", "HTTP request latency", ["route"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.texts = Counter("mlapi_texts_total", "Texts received for inference", ["route"], registry=r)
+        self.cache_hits = Counter("mlapi_cache_hits_total", "Texts answered from the cache", ["op"], registry=r)
+        self.cache_misses = Counter("mlapi_cache_misses_total", "Texts not in the cache", ["op"], registry=r)
+        self.cache_errors = Counter(
+            "mlapi_cache_errors_total", "Cache operations that failed or were skipped", ["kind"], registry=r
+        )
+        self.batch_size = Histogram(
+            "mlapi_batch_texts", "Texts per inference batch", ["backend"], buckets=_BATCH_BUCKETS, registry=r
+        )
+        self.inference = Histogram(
+            "mlapi_inference_seconds", "Time per inference batch", ["backend"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge("mlapi_queue_texts", "Texts waiting for inference", ["backend"], registry=r)
+        self.queue_wait = Histogram(
+            "mlapi_queue_wait_seconds", "Time a request waited for its batch", ["backend"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.rejected = Counter("mlapi_rejected_total", "Requests refused to protect the server", ["reason"],
+                                registry=r)
+
+    def observe_pass(self, backend: str, texts: int, seconds: float) -> None:
+        """Record one inference batch."""
+        self.batch_size.labels(backend=backend).observe(texts)
+        self.inference.labels(backend=backend).observe(seconds)

@@ -1,0 +1,180 @@
+"""The prediction engine: cache lookups, micro-batched inference of the misses, and scoring, per backend.
+
+Routes stay thin: they validate input and call `predict` or `query`; everything that decides how fast and how
+cheaply an answer comes lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from .backends import Backend, load_backend
+from .batching import MicroBatcher
+from .cache import Cache, cache_key
+from .errors import InvalidInput, NotReady, UnsupportedTask
+from .manifest import Manifest
+from .metrics import Metrics
+from .scoring import label_prototypes, ranked, softmax, unit, zero_shot
+from .settings import Settings
+from .tokenization import TOKENIZER_FILE, TextEncoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Engine:
+    """One loaded backend with its batcher and its cache namespace."""
+
+    backend: Backend
+    batcher: MicroBatcher
+    model_key: str
+    label_vectors: np.ndarray | None = None
+
+
+class Predictor:
+    """Answers /predict and /query for one baked model, on one or more backends."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, cache: Cache) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.cache = cache
+        self.manifest: Manifest | None = None
+        self.engines: dict[str, Engine] = {}
+        self.error: str | None = None
+        self._encoder: TextEncoder | None = None
+
+    @property
+    def ready(self) -> bool:
+        """True once every configured backend is loaded and warmed up."""
+        return bool(self.engines) and self.error is None
+
+    async def load(self) -> None:
+        """Load the manifest and backends off the event loop, then warm each one up; records any failure."""
+        model_dir = Path(self.settings.model_dir)
+        try:
+            manifest = await asyncio.to_thread(Manifest.load, model_dir)
+            self.manifest = manifest
+            self._encoder = TextEncoder(model_dir / TOKENIZER_FILE, manifest.max_length, manifest.input_names)
+            for name in self.settings.backends:
+                backend = await asyncio.to_thread(
+                    load_backend, name, model_dir, manifest, self.settings.threads, self.settings.precision
+                )
+                await self._add_engine(backend, manifest)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("model load failed")
+            return
+        log.info("model %s ready on %s", self.manifest.source, ", ".join(self.engines))
+
+    async def _add_engine(self, backend: Backend, manifest: Manifest) -> None:
+        assert self._encoder is not None
+        s = self.settings
+        batcher = MicroBatcher(
+            backend, self._encoder, self.metrics, max_size=s.batch_max_size, max_tokens=s.batch_max_tokens,
+            wait_ms=s.batch_wait_ms, max_queue=s.max_queue,
+        )
+        batcher.start()
+        model_key = hashlib.sha256(f"{manifest.content_hash}:{backend.fingerprint}".encode()).hexdigest()[:16]
+        engine = Engine(backend, batcher, model_key)
+        if manifest.zero_shot is not None:
+            descriptions = manifest.zero_shot.descriptions
+            flat = [text for label in manifest.labels for text in descriptions[label]]
+            rows = await batcher.submit(flat)  # also the warm-up pass
+            grouped, start = {}, 0
+            for label in manifest.labels:
+                grouped[label] = rows[start : start + len(descriptions[label])]
+                start += len(descriptions[label])
+            _, engine.label_vectors = label_prototypes(grouped)
+        else:
+            await batcher.submit(["warm up"])
+        self.engines[backend.name] = engine
+
+    def engine(self, backend: str | None) -> Engine:
+        """The engine a request asked for (the default when it names none)."""
+        if not self.ready:
+            raise NotReady(self.error or "the model is still loading", retry_after=1 if not self.error else None)
+        name = backend or self.settings.backend
+        if name not in self.engines:
+            raise InvalidInput(f"backend: {name!r} is not loaded here; loaded: {', '.join(self.engines)}")
+        return self.engines[name]
+
+    async def predict(self, texts: list[str], backend: str | None = None) -> list[list[dict[str, object]]]:
+        """Every label's score for each text, high to low, computing only texts the cache does not hold."""
+        engine = self.engine(backend)
+        manifest = self.manifest
+        assert manifest is not None
+
+        def compute(rows: np.ndarray) -> list[bytes]:
+            if manifest.task == "text-classification":
+                probs = softmax(rows)
+            else:
+                assert engine.label_vectors is not None and manifest.zero_shot is not None
+                probs = zero_shot(rows, engine.label_vectors, manifest.zero_shot.temperature)
+            return [orjson.dumps(ranked(manifest.labels, p)) for p in probs]
+
+        values = await self._cached(engine, "predict", texts, compute)
+        return [orjson.loads(v) for v in values]
+
+    async def query(self, sentence: str, labels: list[str], backend: str | None = None
+                    ) -> tuple[str, list[dict[str, object]]]:
+        """Rank candidate labels for a sentence by embedding similarity (sentence-embedding models only)."""
+        engine = self.engine(backend)
+        manifest = self.manifest
+        assert manifest is not None
+        if manifest.task != "sentence-embedding" or manifest.zero_shot is None:
+            raise UnsupportedTask(
+                f"/query needs a sentence-embedding model; this server runs a {manifest.task} model "
+                f"({manifest.source}): use /predict"
+            )
+
+        def compute(rows: np.ndarray) -> list[bytes]:
+            return [unit(row).astype(np.float32).tobytes() for row in rows]
+
+        values = await self._cached(engine, "embed", [sentence, *labels], compute)
+        vectors = np.stack([np.frombuffer(v, dtype=np.float32) for v in values])
+        probs = zero_shot(vectors[:1], unit(vectors[1:]), manifest.zero_shot.temperature)[0]
+        scores = ranked(labels, probs)
+        return str(scores[0]["label"]), scores
+
+    async def _cached(self, engine: Engine, op: str, texts: list[str], compute) -> list[bytes]:  # type: ignore[no-untyped-def]
+        """Per-text values for `op`: cache hits as stored, misses (each distinct text once) computed and stored."""
+        s = self.settings
+        keys = [cache_key(s.cache_prefix, engine.model_key, op, text) for text in texts]
+        found = await self.cache.get_many(keys)
+        missing = list(dict.fromkeys(text for text, value in zip(texts, found, strict=True) if value is None))
+        self.metrics.cache_hits.labels(op=op).inc(len(texts) - sum(v is None for v in found))
+        self.metrics.cache_misses.labels(op=op).inc(sum(v is None for v in found))
+        if missing:
+            fresh = dict(zip(missing, compute(await engine.batcher.submit(missing)), strict=True))
+            await self.cache.set_many(
+                {cache_key(s.cache_prefix, engine.model_key, op, text): value for text, value in fresh.items()}
+            )
+            found = [value if value is not None else fresh[text] for text, value in zip(texts, found, strict=True)]
+        return found  # type: ignore[return-value]
+
+    def status(self) -> dict[str, object]:
+        """Model facts for /health."""
+        if self.manifest is None:
+            return {"loaded": False, "error": self.error}
+        m = self.manifest
+        return {
+            "loaded": self.ready,
+            "source": m.source,
+            "task": m.task,
+            "labels": m.labels,
+            "content_hash": m.content_hash[:16],
+            "precision": {name: getattr(e.backend, "precision", "fp32") for name, e in self.engines.items()},
+            "error": self.error,
+        }
+
+    async def close(self) -> None:
+        """Drain queued work, then stop the batchers."""
+        for engine in self.engines.values():
+            await engine.batcher.close()

@@ -1,0 +1,87 @@
+"""Request and response bodies: the exact JSON shapes of the seeds, with the limits that keep the server safe.
+
+Length limits are read from settings at app creation (`build_request_models`) so they appear in the OpenAPI
+schema and a client sees them before it sends anything.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, field_validator
+
+from .settings import Settings
+
+
+class LabelScore(BaseModel):
+    """One label and its probability."""
+
+    label: str
+    score: float
+
+
+class PredictResponse(BaseModel):
+    """One list per input text, in input order; each list holds every label, scores high to low, summing to 1."""
+
+    predictions: list[list[LabelScore]]
+
+
+class QueryResponse(BaseModel):
+    """The best label for the sentence and every label's score, high to low."""
+
+    label: str
+    scores: list[LabelScore]
+
+
+class HealthResponse(BaseModel):
+    """Readiness and what the server is running; `degraded` means answers come but the shared cache is off."""
+
+    status: str
+    model: dict[str, object] = Field(default_factory=dict)
+    cache: dict[str, object] = Field(default_factory=dict)
+    backends: list[str] = Field(default_factory=list)
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error answer."""
+
+    error: str
+    error_type: str
+
+
+def _no_duplicates(labels: list[str]) -> list[str]:
+    seen: set[str] = set()
+    for label in labels:
+        if label in seen:
+            raise ValueError(f"duplicate label {label!r}")
+        seen.add(label)
+    return labels
+
+
+def build_request_models(settings: Settings) -> tuple[type[BaseModel], type[BaseModel]]:
+    """Request models with this server's limits: (PredictRequest, QueryRequest)."""
+    text = Annotated[str, StringConstraints(max_length=settings.max_chars, strict=True)]
+    label = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True, strict=True)]
+    predict = create_model(
+        "PredictRequest",
+        __config__=ConfigDict(
+            extra="forbid", json_schema_extra={"examples": [{"text": ["This is fun", "the movie was awful"]}]}
+        ),
+        text=(
+            list[text],
+            Field(min_length=1, max_length=settings.max_batch, description="Texts to classify; a blank text is valid"),
+        ),
+    )
+    query = create_model(
+        "QueryRequest",
+        __config__=ConfigDict(
+            extra="forbid",
+            json_schema_extra={
+                "examples": [{"sentence": "feeling like a million bucks", "labels": ["happy", "sad", "rich"]}]
+            },
+        ),
+        __validators__={"labels_unique": field_validator("labels")(_no_duplicates)},
+        sentence=(text, Field(description="The sentence to label")),
+        labels=(list[label], Field(min_length=1, max_length=settings.max_labels, description="Candidate labels")),
+    )
+    return predict, query

@@ -1,0 +1,39 @@
+"""Model outputs to answers: class probabilities, and zero-shot labels from sentence embeddings.
+
+Shared by the server and by bake's probes, so what bake measured is what the server computes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax, numerically stable, float64 so each row sums to 1 after rounding to float."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z -= z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def ranked(labels: list[str], probs: np.ndarray) -> list[dict[str, object]]:
+    """Every label with its score, high to low (ties keep label order)."""
+    order = sorted(range(len(labels)), key=lambda i: -probs[i])
+    return [{"label": labels[i], "score": float(probs[i])} for i in order]
+
+
+def unit(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, so a dot product is a cosine."""
+    v = np.asarray(vectors, dtype=np.float32)
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+
+def label_prototypes(description_embeddings: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
+    """One unit vector per label: the mean of its descriptions' embeddings."""
+    labels = list(description_embeddings)
+    return labels, unit(np.stack([unit(description_embeddings[l]).mean(axis=0) for l in labels]))
+
+
+def zero_shot(text_embeddings: np.ndarray, label_vectors: np.ndarray, temperature: float) -> np.ndarray:
+    """Label probabilities from cosine similarity, sharpened by a temperature (as CLIP-style zero-shot does)."""
+    return softmax(unit(text_embeddings) @ label_vectors.T, temperature)

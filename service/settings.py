@@ -1,0 +1,125 @@
+"""Service configuration, read once from `MLAPI_*` environment variables and validated at start.
+
+Every input limit and tuning knob is a named setting with a documented default, so an operator can see and change
+what the server enforces without reading code; a bad value stops the server with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+BackendName = Literal["onnx", "torch"]
+_PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
+
+
+class Settings(BaseSettings):
+    """All of the server's configuration; see the README's configuration table for each field."""
+
+    model_config = SettingsConfigDict(env_prefix="MLAPI_", extra="ignore", frozen=True)
+
+    model_dir: Path = Path("models/default")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    path_prefix: str = ""
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+    backend: BackendName = "onnx"
+    extra_backends: Annotated[list[BackendName], NoDecode] = []
+    precision: Literal["auto", "int8", "fp32"] = "auto"
+    intra_op_threads: int | None = Field(None, ge=1, le=256)
+
+    redis_url: SecretStr | None = None
+    cache_enabled: bool = True
+    cache_prefix: str = Field("fastapi-cache-project", min_length=1, max_length=200)
+    cache_ttl_seconds: int = Field(86_400, ge=1)
+    cache_max_entries: int = Field(100_000, ge=1)
+    redis_timeout_ms: int = Field(100, ge=1, le=10_000)
+    redis_cooldown_seconds: float = Field(5.0, ge=0.0)
+
+    max_batch: int = Field(256, ge=1, le=10_000)
+    max_chars: int = Field(4096, ge=1)
+    max_labels: int = Field(64, ge=1)
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    max_queue: int = Field(4096, ge=1)
+    batch_max_size: int = Field(32, ge=1, le=4096)
+    batch_max_tokens: int = Field(8192, ge=16)
+    batch_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if value and not _PREFIX_RE.match(value):
+            raise ValueError("must be empty or look like /name or /name/sub (letters, digits, . _ ~ -)")
+        return value
+
+    @field_validator("extra_backends", mode="before")
+    @classmethod
+    def _split_backends(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _check_batch_fits(self) -> Settings:
+        if self.max_queue < self.max_batch:
+            raise ValueError(
+                f"MLAPI_MAX_QUEUE ({self.max_queue}) must be at least MLAPI_MAX_BATCH ({self.max_batch}), "
+                "or a full request could never be admitted"
+            )
+        return self
+
+    @property
+    def backends(self) -> list[BackendName]:
+        """The backends to load: the default first, then any extra ones, without repeats."""
+        return list(dict.fromkeys([self.backend, *self.extra_backends]))
+
+    @property
+    def threads(self) -> int:
+        """Intra-op threads for inference: the setting, or the CPUs this process may really use."""
+        return self.intra_op_threads or usable_cpus()
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: the affinity mask capped by a cgroup v2 or v1 CPU quota.
+
+    A pod limited to 1 CPU on a 16-core node sees 16 cores in `os.cpu_count()`; sizing the thread pool to the node
+    oversubscribes the quota and makes every request slower.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cgroup_quota()
+    if quota is not None:
+        cpus = min(cpus, max(1, math.ceil(quota)))
+    return max(1, cpus)
+
+
+def _cgroup_quota() -> float | None:
+    v2 = Path("/sys/fs/cgroup/cpu.max")
+    try:
+        if v2.exists():
+            quota, period = v2.read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        v1_quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+        v1_period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+        if v1_quota.exists() and v1_period.exists():
+            quota_us = int(v1_quota.read_text())
+            return None if quota_us <= 0 else quota_us / int(v1_period.read_text())
+    except (OSError, ValueError):
+        return None
+    return None
