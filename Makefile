@@ -27,6 +27,12 @@ $(VENV)/.dev-ready: pyproject.toml | $(PY)
 	$(PIP) -e '.[dev]'
 	touch $@ $(VENV)/.bake-ready
 
+# checkov pins libraries (packaging<24) that clash with pytest, so it lives in a venv of its own.
+TOOLS ?= .venv-tools
+$(TOOLS)/bin/checkov:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --disable-pip-version-check -q checkov==3.3.30
+
 install-serve: $(VENV)/.bake-ready
 install-dev: $(VENV)/.dev-ready
 
@@ -42,11 +48,11 @@ serve: $(MODEL_DIR)/manifest.json
 	$(VENV)/bin/mlapi serve --model-dir $(MODEL_DIR) --host $(HOST) --port $(PORT)
 
 ## test: the whole suite (service with a real model and real redis-server, infra mocks, image and workflow checks)
-test: $(VENV)/.dev-ready
-	TOKENIZERS_PARALLELISM=false $(PY) -m pytest $(PYTEST_ARGS)
+test: $(VENV)/.dev-ready $(TOOLS)/bin/checkov
+	CHECKOV=$(CURDIR)/$(TOOLS)/bin/checkov TOKENIZERS_PARALLELISM=false $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.dev-ready
 	$(VENV)/bin/ruff check service infra tests load
 
 clean:
-	rm -rf $(VENV) models build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(TOOLS) models build *.egg-info .pytest_cache

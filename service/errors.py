@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 
 class ServiceError(Exception):
@@ -58,6 +59,9 @@ class NotReady(ServiceError):
     error_type = "unhealthy"
 
 
+_HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
 def error_body(message: str, error_type: str, **extra: object) -> dict[str, object]:
     """The body every error answer shares."""
     return {"error": message, "error_type": error_type, **extra}
@@ -75,6 +79,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
         return JSONResponse(error_body(exc.message, exc.error_type), exc.status_code, headers=headers)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        error_type = _HTTP_ERROR_TYPES.get(exc.status_code, "http_error")
+        message = str(exc.detail)
+        if exc.status_code == 413:
+            message = f"request body exceeds MLAPI_MAX_BODY_BYTES ({app.state.settings.max_body_bytes} bytes)"
+        return JSONResponse(error_body(message, error_type), exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,0 +1,123 @@
+"""Fixtures shared by the whole suite: a baked bundled model, a tiny classifier, and a real redis-server."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled all-MiniLM-L6-v2, baked once for the session exactly as `mlapi bake --out DIR` does."""
+    from service.bake import bake
+
+    out = tmp_path_factory.mktemp("baked") / "minilm"
+    bake(None, out)
+    return out
+
+
+def write_tiny_classifier(out: Path, labels: list[str], seed: int = 0) -> Path:
+    """A small random DistilBERT sequence classifier with the uncased WordPiece tokenizer of the bundled model."""
+    import torch
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    from service.export import bundled_model_dir
+
+    torch.manual_seed(seed)
+    config = DistilBertConfig(
+        dim=64, n_layers=2, n_heads=2, hidden_dim=128, max_position_embeddings=128,
+        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
+    )
+    config.architectures = ["DistilBertForSequenceClassification"]
+    DistilBertForSequenceClassification(config).eval().save_pretrained(str(out))
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(bundled_model_dir() / name, out / name)
+    return out
+
+
+@pytest.fixture(scope="session")
+def classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny three-label classifier, baked once for the session."""
+    from service.bake import bake
+
+    root = tmp_path_factory.mktemp("classifier")
+    source = write_tiny_classifier(root / "source", ["NEGATIVE", "NEUTRAL", "POSITIVE"])
+    out = root / "baked"
+    bake(str(source), out)
+    return out
+
+
+class RedisServer:
+    """A real redis-server on a free port, stoppable and restartable mid-test."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, *extra: str) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed (.ci/run installs it: apt-get install redis-server)")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir), *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import redis
+
+        return redis.Redis.from_url(self.url)
+
+
+@pytest.fixture(scope="session")
+def redis_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server(redis_session: RedisServer) -> Iterator[RedisServer]:
+    """The session's redis-server, running and empty at the start of each test."""
+    if redis_session.process is None:
+        redis_session.start()
+    redis_session.client().flushall()
+    yield redis_session
+    if redis_session.process is None:
+        redis_session.start()
