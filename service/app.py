@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await loading
             await predictor.close()
             await cache.close()
+            log.info("stopped cleanly: queued work drained, cache closed")
 
     prefix = settings.path_prefix
     app = FastAPI(

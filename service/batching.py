@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backends import Backend
-from .errors import NotReady, Overloaded
+from .errors import InferenceFailed, NotReady, Overloaded
 from .metrics import Metrics
 from .tokenization import TextEncoder
 
@@ -127,11 +127,11 @@ class MicroBatcher:
                 rows = await loop.run_in_executor(
                     self._executor, infer_texts, self.backend, self._encoder, texts, self._max_size, self._max_tokens
                 )
-            except Exception as exc:  # a failed pass fails its requests, never the worker
+            except Exception:  # a failed pass fails its requests, never the worker
                 log.exception("inference failed for %d texts", len(texts))
                 for job in jobs:
                     if not job.future.done():
-                        job.future.set_exception(exc)
+                        job.future.set_exception(InferenceFailed("inference failed; see the server log"))
                 continue
             self._metrics.observe_pass(self.backend.name, len(texts), time.perf_counter() - started)
             offset = 0

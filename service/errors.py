@@ -52,6 +52,13 @@ class Overloaded(ServiceError):
     error_type = "overloaded"
 
 
+class InferenceFailed(ServiceError):
+    """The model itself failed on a pass: a server fault, reported as such without leaking internals."""
+
+    status_code = 500
+    error_type = "inference_failed"
+
+
 class NotReady(ServiceError):
     """The model is not loaded yet (or the server is shutting down)."""
 

@@ -49,11 +49,12 @@ class Predictor:
         self.engines: dict[str, Engine] = {}
         self.error: str | None = None
         self._encoder: TextEncoder | None = None
+        self._loaded = False
 
     @property
     def ready(self) -> bool:
         """True once every configured backend is loaded and warmed up."""
-        return bool(self.engines) and self.error is None
+        return self._loaded and self.error is None
 
     async def load(self) -> None:
         """Load the manifest and backends off the event loop, then warm each one up; records any failure."""
@@ -71,7 +72,8 @@ class Predictor:
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("model load failed")
             return
-        log.info("model %s ready on %s", self.manifest.source, ", ".join(self.engines))
+        self._loaded = True
+        log.info("model %s ready on %s", manifest.source, ", ".join(self.engines))
 
     async def _add_engine(self, backend: Backend, manifest: Manifest) -> None:
         assert self._encoder is not None

@@ -19,6 +19,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.fixture
+def unused_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    return free_port()
+
+
 @pytest.fixture(scope="session")
 def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled all-MiniLM-L6-v2, baked once for the session exactly as `mlapi bake --out DIR` does."""
@@ -78,7 +84,7 @@ class RedisServer:
             pytest.fail("redis-server is not installed (.ci/run installs it: apt-get install redis-server)")
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir), *extra],
+             "--dir", str(self.workdir), "--enable-debug-command", "local", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10

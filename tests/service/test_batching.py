@@ -1,0 +1,157 @@
+"""Micro-batching: every request gets its own rows in order under concurrency, passes are shared, and a full
+queue answers 503 with Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from service.backends.onnx import OnnxBackend
+from service.batching import MicroBatcher, infer_texts
+from service.errors import Overloaded
+from service.manifest import Manifest
+from service.metrics import Metrics
+from service.tokenization import TextEncoder
+
+
+@pytest.fixture(scope="module")
+def engine_parts(classifier_dir):  # type: ignore[no-untyped-def]
+    manifest = Manifest.load(classifier_dir)
+    encoder = TextEncoder(classifier_dir / "tokenizer.json", manifest.max_length, manifest.input_names)
+    backend = OnnxBackend.from_manifest(classifier_dir, manifest, threads=1, precision="fp32")
+    return backend, encoder
+
+
+def _texts(n: int) -> list[str]:
+    rng = np.random.default_rng(7)
+    words = "good bad movie plot actor scene fun awful great boring long short".split()
+    return [" ".join(rng.choice(words, size=int(rng.integers(1, 60)))) for _ in range(n)]
+
+
+def test_passes_respect_size_and_token_budget(engine_parts) -> None:
+    _, encoder = engine_parts
+    texts = _texts(40)
+    seen: list[int] = []
+    for positions, batch in encoder.passes(texts, max_size=8, max_tokens=256):
+        rows, width = batch.shape
+        assert rows <= 8
+        assert rows == 1 or rows * width <= 256
+        assert width == max(len(encoder.encode([texts[i]])[0].ids) for i in positions)
+        seen.extend(positions)
+    assert sorted(seen) == list(range(40))
+
+
+def test_infer_texts_matches_one_text_at_a_time(engine_parts) -> None:
+    backend, encoder = engine_parts
+    texts = _texts(25)
+    together = infer_texts(backend, encoder, texts, max_size=8, max_tokens=512)
+    alone = np.concatenate([infer_texts(backend, encoder, [t], 1, 512) for t in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-4)
+
+
+def test_concurrent_requests_get_their_own_rows_in_order(engine_parts) -> None:
+    backend, encoder = engine_parts
+    requests = [_texts(40)[i : i + (i % 4) + 1] for i in range(30)]
+    expected = [infer_texts(backend, encoder, r, 1, 10_000) for r in requests]
+    metrics = Metrics()
+
+    async def run() -> list[np.ndarray]:
+        batcher = MicroBatcher(backend, encoder, metrics, max_size=16, max_tokens=4096, wait_ms=5, max_queue=1000)
+        batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit(r) for r in requests))
+        finally:
+            await batcher.close()
+
+    results = asyncio.run(run())
+    for got, want in zip(results, expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    passes = metrics.batch_size.labels(backend="onnx")._sum.get()  # texts seen
+    count = sum(s.value for s in metrics.registry.collect() for s in s.samples
+                if s.name == "mlapi_batch_texts_count")
+    assert passes == sum(len(r) for r in requests)
+    assert count < len(requests)  # requests shared passes
+
+
+class GatedBackend:
+    """The real backend behind a gate the test opens, to hold a pass in flight deterministically."""
+
+    def __init__(self, inner: OnnxBackend) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.fingerprint = inner.fingerprint
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def infer(self, batch):  # type: ignore[no-untyped-def]
+        self.entered.set()
+        self.gate.wait(timeout=30)
+        return self.inner.infer(batch)
+
+
+def test_full_queue_refuses_with_overloaded(engine_parts) -> None:
+    backend, encoder = engine_parts
+    gated = GatedBackend(backend)
+
+    async def run() -> None:
+        batcher = MicroBatcher(gated, encoder, Metrics(), max_size=4, max_tokens=4096, wait_ms=0, max_queue=4)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(["in flight"]))
+        await asyncio.to_thread(gated.entered.wait, 10)
+        queued = asyncio.ensure_future(batcher.submit(["a", "b", "c", "d"]))
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded) as refused:
+            await batcher.submit(["one too many"])
+        assert refused.value.retry_after == 1
+        gated.gate.set()
+        assert len(await first) == 1
+        assert len(await queued) == 4
+        await batcher.close()
+
+    asyncio.run(run())
+
+
+def test_http_full_queue_is_503_with_retry_after(make_client, classifier_dir) -> None:
+    with make_client(classifier_dir, cache_enabled=False, max_batch=4, max_queue=4, batch_wait_ms=0) as client:
+        engine = client.app.state.predictor.engines["onnx"]
+        gated = GatedBackend(engine.batcher.backend)
+        engine.batcher.backend = gated
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(client.post, "/predict", json={"text": ["held"]})
+            assert gated.entered.wait(10)
+            second = pool.submit(client.post, "/predict", json={"text": ["w", "x", "y", "z"]})
+            deadline = 50
+            while engine.batcher.pending < 4 and deadline:
+                threading.Event().wait(0.02)
+                deadline -= 1
+            refused = client.post("/predict", json={"text": ["no room"]})
+            gated.gate.set()
+            assert first.result().status_code == 200
+            assert second.result().status_code == 200
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["error_type"] == "overloaded"
+        assert 'mlapi_rejected_total{reason="queue_full"} 1.0' in client.get("/metrics").text
+
+
+def test_failed_pass_fails_its_requests_not_the_server(make_client, classifier_dir) -> None:
+    with make_client(classifier_dir, cache_enabled=False) as client:
+        engine = client.app.state.predictor.engines["onnx"]
+        real = engine.batcher.backend
+
+        class Exploding:
+            name, fingerprint = real.name, real.fingerprint
+
+            def infer(self, batch):  # type: ignore[no-untyped-def]
+                raise RuntimeError("simulated inference failure")
+
+        engine.batcher.backend = Exploding()
+        failed = client.post("/predict", json={"text": ["boom"]})
+        engine.batcher.backend = real
+        assert failed.status_code == 500
+        assert failed.json() == {"error": "inference failed; see the server log", "error_type": "inference_failed"}
+        assert client.post("/predict", json={"text": ["fine again"]}).status_code == 200
