@@ -31,7 +31,7 @@ def unit(vectors: np.ndarray) -> np.ndarray:
 def label_prototypes(description_embeddings: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
     """One unit vector per label: the mean of its descriptions' embeddings."""
     labels = list(description_embeddings)
-    return labels, unit(np.stack([unit(description_embeddings[l]).mean(axis=0) for l in labels]))
+    return labels, unit(np.stack([unit(description_embeddings[label]).mean(axis=0) for label in labels]))
 
 
 def zero_shot(text_embeddings: np.ndarray, label_vectors: np.ndarray, temperature: float) -> np.ndarray:

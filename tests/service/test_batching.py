@@ -28,7 +28,7 @@ def engine_parts(classifier_dir):  # type: ignore[no-untyped-def]
 
 def _texts(n: int) -> list[str]:
     rng = np.random.default_rng(7)
-    words = "good bad movie plot actor scene fun awful great boring long short".split()
+    words = ["good", "bad", "movie", "plot", "actor", "scene", "fun", "awful", "great", "boring", "long", "short"]
     return [" ".join(rng.choice(words, size=int(rng.integers(1, 60)))) for _ in range(n)]
 
 
