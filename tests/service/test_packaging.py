@@ -1,0 +1,37 @@
+"""The runtime extra stays torch-free, and the console script is the documented one."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+PYPROJECT = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[\[<>=!~ ;]", r, maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_serve_extra_has_no_torch_or_transformers() -> None:
+    serve = _names(PYPROJECT["project"]["optional-dependencies"]["serve"])
+    assert {"onnxruntime", "tokenizers", "fastapi", "uvicorn", "redis", "orjson", "prometheus-client"} <= serve
+    assert not serve & {"torch", "transformers", "sentence-transformers", "optimum", "mlapi"}
+
+
+def test_torch_is_pinned_to_the_cpu_build_version() -> None:
+    assert "torch==2.13.0" in PYPROJECT["project"]["optional-dependencies"]["torch"]
+
+
+def test_console_script_is_mlapi() -> None:
+    assert PYPROJECT["project"]["scripts"] == {"mlapi": "service.cli:main"}
+
+
+def test_server_modules_do_not_import_torch_at_module_level() -> None:
+    root = Path(__file__).resolve().parents[2] / "service"
+    serving = ["app.py", "routes.py", "predictor.py", "batching.py", "cache.py", "tokenization.py", "scoring.py",
+               "settings.py", "schemas.py", "errors.py", "metrics.py", "middleware.py", "manifest.py",
+               "backends/__init__.py", "backends/onnx.py", "cli.py"]
+    for name in serving:
+        top_level = [line for line in (root / name).read_text().splitlines() if line.startswith(("import", "from"))]
+        assert not [line for line in top_level if re.search(r"\b(torch|transformers)\b", line)], name
