@@ -51,6 +51,10 @@ serve: $(MODEL_DIR)/manifest.json
 test: $(VENV)/.dev-ready $(TOOLS)/bin/checkov
 	CHECKOV=$(CURDIR)/$(TOOLS)/bin/checkov TOKENIZERS_PARALLELISM=false $(PY) -m pytest $(PYTEST_ARGS)
 
+## bench: mlapi against a seed-style server on a DistilBERT-base-sized model, k6-driven; writes load/results/
+bench: $(VENV)/.dev-ready
+	$(PY) load/bench.py $(BENCH_ARGS)
+
 lint: $(VENV)/.dev-ready
 	$(VENV)/bin/ruff check service infra tests load
 

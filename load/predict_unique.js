@@ -1,0 +1,33 @@
+// Uncached load on POST /predict: every request carries one text no earlier request sent.
+//
+// Measures raw model throughput and latency: with unique texts no cache can answer.
+// Env: BASE_URL (default http://127.0.0.1:8000), VUS (default 1), DURATION (default 20s),
+// RUN_SALT (optional, 0-99). Run: k6 run -e BASE_URL=... -e VUS=4 load/predict_unique.js
+import http from 'k6/http';
+import { check } from 'k6';
+import exec from 'k6/execution';
+import { isPredictionBody, runSalt, uniqueText } from './texts.js';
+
+const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:8000';
+const SALT = runSalt();
+
+export const options = {
+  vus: Number(__ENV.VUS || 1),
+  duration: __ENV.DURATION || '20s',
+  thresholds: {
+    checks: ['rate>0.99'],
+    http_req_failed: ['rate<0.01'],
+  },
+};
+
+export default function () {
+  const text = uniqueText(SALT, exec.vu.idInTest, exec.vu.iterationInScenario, 0);
+  const res = http.post(`${BASE_URL}/predict`, JSON.stringify({ text: [text] }), {
+    headers: { 'Content-Type': 'application/json' },
+    timeout: '60s',
+  });
+  check(res, {
+    'status is 200': (r) => r.status === 200,
+    'one prediction list': (r) => isPredictionBody(r.body, 1),
+  });
+}

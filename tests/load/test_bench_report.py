@@ -1,0 +1,121 @@
+"""The result files say exactly what was measured: parsing k6's export, the verdicts, the tables, the files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import bench_report
+
+
+def _k6_export(rate: float, count: int, med: float, p99: float, failed: float = 0.0) -> dict[str, Any]:
+    return {
+        "metrics": {
+            "http_reqs": {"count": count, "rate": rate},
+            "http_req_duration": {"med": med, "p(99)": p99, "avg": med},
+            "http_req_failed": {"passes": 0, "fails": count, "value": failed},
+            "checks": {"passes": 2 * count, "fails": 0, "value": 1},
+        }
+    }
+
+
+def _result(server: str, scenario: str, rps: float, p99: float = 10.0) -> dict[str, Any]:
+    title = {"seed-profile": "seeds' profile, 10 VUs"}.get(scenario, scenario)
+    return {
+        "server": server,
+        "scenario": scenario,
+        "title": title,
+        "vus": 1,
+        "req_per_s": rps,
+        "p50_ms": 5.0,
+        "p99_ms": p99,
+        "error_rate": 0.0,
+        "checks_rate": 1.0,
+        "server_cpu_share": 0.9,
+        "k6_cpu_share": 0.05,
+        "other_cpu_share": 0.01,
+    }
+
+
+def _report() -> dict[str, Any]:
+    scenarios = [
+        _result("seed", "unique-1vu", 20.0),
+        _result("seed", "unique-4vu", 30.0),
+        _result("seed-threadpool", "unique-4vu", 40.0),
+        _result("mlapi-onnx", "unique-1vu", 150.0),
+        _result("mlapi-onnx", "unique-4vu", 420.0),
+        _result("mlapi-onnx", "seed-profile", 2000.0, p99=30.0),
+    ]
+    starts = [{"phase": "uncached", "cold_start_s": 1.5, "peak_rss_mib": 400.0, "hwm_sum_mib": 400.0}]
+    return {
+        "date": "2030-01-02",
+        "command": "python load/bench.py --quick",
+        "duration_s": 5,
+        "machine": {"cpu_model": "Test CPU", "cores": 2, "memory_gib": 8.0, "versions": {"python": "3.11"}},
+        "model": {"description": "random DistilBERT-base"},
+        "servers": {
+            "seed": {"starts": starts},
+            "seed-threadpool": {"starts": starts},
+            "mlapi-onnx": {"starts": starts},
+        },
+        "scenarios": scenarios,
+        "footprint": {
+            "serve_total_mib": 200.0,
+            "seed_runtime_total_mib": 1000.0,
+            "seed_runtime_requirements": ["torch", "transformers"],
+        },
+    }
+
+
+def test_scenario_from_k6_reads_rate_latency_and_error_share() -> None:
+    got = bench_report.scenario_from_k6(_k6_export(rate=123.456, count=600, med=7.25, p99=19.5, failed=0.02))
+    assert got == {
+        "requests": 600,
+        "req_per_s": 123.46,
+        "p50_ms": 7.25,
+        "p99_ms": 19.5,
+        "error_rate": 0.02,
+        "checks_rate": 1.0,
+    }
+
+
+def test_targets_compare_with_the_best_seed_variant() -> None:
+    targets = bench_report.evaluate_targets(_report())
+    speedup, profile, cold = targets
+    assert speedup["measured"] == 10.5  # 420 against the threadpool seed's 40, the best baseline
+    assert speedup["met"] is True
+    assert (profile["measured"], profile["met"]) == (30.0, True)
+    assert (cold["measured"], cold["met"]) == (1.5, True)
+
+
+def test_targets_are_not_measured_when_a_server_is_missing() -> None:
+    report = _report()
+    report["scenarios"] = [s for s in report["scenarios"] if s["server"].startswith("seed")]
+    report["servers"].pop("mlapi-onnx")
+    assert [t["met"] for t in bench_report.evaluate_targets(report)] == [None, None, None]
+
+
+def test_markdown_has_ratios_targets_and_the_run_facts() -> None:
+    report = _report()
+    report["targets"] = bench_report.evaluate_targets(report)
+    text = bench_report.render_markdown(report)
+    assert "| 4 VUs | 40.0 | 420.0 | 10.5 |" in text
+    assert "| best of 1/4/32 VUs | 40.0 | 420.0 | 10.5 |" in text
+    assert "Test CPU, 2 cores" in text
+    assert "`python load/bench.py --quick`" in text
+    assert "| mlapi-onnx | 1.50 | 400 |" in text
+    assert "NOT met" not in text
+
+
+def test_write_all_writes_json_markdown_and_chart(tmp_path: Path) -> None:
+    report = _report()
+    report["targets"] = bench_report.evaluate_targets(report)
+    paths = bench_report.write_all(report, tmp_path)
+    assert sorted(p.name for p in paths.values()) == [
+        "2030-01-02-bench.json",
+        "2030-01-02-bench.md",
+        "2030-01-02-bench.png",
+    ]
+    assert json.loads(paths["json"].read_text())["scenarios"][0]["req_per_s"] == 20.0
+    assert paths["png"].read_bytes().startswith(b"\x89PNG")
