@@ -14,6 +14,7 @@ Usage: python load/bench.py [--quick] [--servers seed,mlapi-onnx,mlapi-torch] [-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import itertools
 import json
@@ -57,6 +58,7 @@ class Scenario:
     title: str
     script: str
     vus: int
+    think_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,9 @@ class ServerSpec:
 
 
 UNIQUE = [Scenario(f"unique-{v}vu", f"uncached, 1 text, {v} VUs", "predict_unique.js", v) for v in (1, 4, 32)]
-PROFILE = Scenario("seed-profile", "seeds' profile, 10 VUs", "seed_profile.js", 10)
+PROFILE = Scenario("seed-profile", "seeds' profile, 10 VUs, flat out", "seed_profile.js", 10)
+# As the seeds were graded: 10 users, each sending about one request a second (~10 req/s in all).
+PROFILE_PACED = Scenario("seed-profile-paced", "seeds' profile, 10 VUs, 1 s think time", "seed_profile.js", 10, 1.0)
 UNCACHED = {"MLAPI_CACHE_ENABLED": "false"}
 
 
@@ -120,7 +124,7 @@ def _mlapi_spec(backend: str) -> ServerSpec:
         name=f"mlapi-{backend}",
         argv=_mlapi_argv,
         env={"MLAPI_BACKEND": backend},
-        phases=[Phase("uncached", UNCACHED, UNIQUE), Phase("cached", {}, [PROFILE])],
+        phases=[Phase("uncached", UNCACHED, UNIQUE), Phase("cached", {}, [PROFILE_PACED, PROFILE])],
         needs_bake=True,
     )
 
@@ -315,6 +319,8 @@ def run_k6(scenario: Scenario, base_url: str, duration_s: int, salt: int, logs: 
         f"DURATION={duration_s}s",
         "-e",
         f"RUN_SALT={salt}",
+        "-e",
+        f"THINK_S={scenario.think_s:g}",
         str(LOAD_DIR / scenario.script),
     ]
     with stem.with_suffix(".log").open("wb") as out:
@@ -406,12 +412,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="model, baked model and logs (not committed)",
     )
     parser.add_argument("--seed", type=int, default=1234, help="seed of the random model weights")
+    parser.add_argument(
+        "--mlapi-env",
+        action="append",
+        default=[],
+        metavar="MLAPI_KEY=VALUE",
+        help="a setting for the mlapi servers (repeatable), e.g. MLAPI_BATCH_MAX_SIZE=16, to compare tunings",
+    )
     args = parser.parse_args(argv)
+    extra_env = {}
+    for item in args.mlapi_env:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("MLAPI_"):
+            parser.error(f"--mlapi-env takes MLAPI_KEY=VALUE, got {item!r}")
+        extra_env[key] = value
     wanted = [n.strip() for n in args.servers.split(",") if n.strip()]
     unknown = set(wanted) - set(names)
     if unknown or not wanted:
         parser.error(f"unknown server(s) {sorted(unknown)}; choose from {names}")
-    args.servers = [s for s in SERVERS if s.name in wanted]
+    args.servers = [
+        dataclasses.replace(s, env={**s.env, **extra_env}) if s.needs_bake else s for s in SERVERS if s.name in wanted
+    ]
     args.duration = args.duration or (QUICK_DURATION_S if args.quick else DEFAULT_DURATION_S)
     return args
 

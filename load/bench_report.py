@@ -19,6 +19,7 @@ BASELINE_PREFIX = "seed"
 PRIMARY = "mlapi-onnx"
 UNIQUE_PREFIX = "unique-"
 PROFILE = "seed-profile"
+PROFILE_PACED = "seed-profile-paced"
 THROUGHPUT_TARGET = 10.0
 PROFILE_P99_TARGET_MS = 50.0
 COLD_START_TARGET_S = 3.0
@@ -87,6 +88,7 @@ def evaluate_targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     mlapi_best, seed_best = best_unique(scenarios, PRIMARY), baseline_best(scenarios)
     speedup = ratio(mlapi_best and mlapi_best["req_per_s"], seed_best and seed_best["req_per_s"])
     profile = find(scenarios, PRIMARY, PROFILE)
+    paced = find(scenarios, PRIMARY, PROFILE_PACED)
     cold = first_cold_start(report, PRIMARY)
     return [
         _target(
@@ -97,7 +99,15 @@ def evaluate_targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
             None if speedup is None else speedup >= THROUGHPUT_TARGET,
         ),
         _target(
-            f"seeds' profile (10 VUs, 95% repeated batch) p99 < {PROFILE_P99_TARGET_MS:g} ms ({PRIMARY})",
+            f"seeds' profile as graded (10 VUs, 1 s think time, 95% repeated batch) p99 < "
+            f"{PROFILE_P99_TARGET_MS:g} ms ({PRIMARY})",
+            paced and paced["p99_ms"],
+            "ms",
+            None if paced is None else paced["p99_ms"] < PROFILE_P99_TARGET_MS,
+        ),
+        _target(
+            f"seeds' profile flat out (10 VUs, no think time, 95% repeated batch) p99 < "
+            f"{PROFILE_P99_TARGET_MS:g} ms ({PRIMARY})",
             profile and profile["p99_ms"],
             "ms",
             None if profile is None else profile["p99_ms"] < PROFILE_P99_TARGET_MS,

@@ -107,8 +107,12 @@ class Predictor:
             raise InvalidInput(f"backend: {name!r} is not loaded here; loaded: {', '.join(self.engines)}")
         return self.engines[name]
 
-    async def predict(self, texts: list[str], backend: str | None = None) -> list[list[dict[str, object]]]:
-        """Every label's score for each text, high to low, computing only texts the cache does not hold."""
+    async def predict(self, texts: list[str], backend: str | None = None) -> bytes:
+        """The /predict JSON body: every label's score for each text, high to low.
+
+        Only texts the cache does not hold are computed. Each text's answer is kept as its JSON bytes, so a cached
+        answer goes out as stored, with no parsing or re-serialising on the hot path.
+        """
         engine = self.engine(backend)
         manifest = self.manifest
         assert manifest is not None
@@ -122,7 +126,7 @@ class Predictor:
             return [orjson.dumps(ranked(manifest.labels, p)) for p in probs]
 
         values = await self._cached(engine, "predict", texts, compute)
-        return [orjson.loads(v) for v in values]
+        return b'{"predictions":[' + b",".join(values) + b"]}"
 
     async def query(self, sentence: str, labels: list[str], backend: str | None = None
                     ) -> tuple[str, list[dict[str, object]]]:

@@ -44,12 +44,13 @@ def build_router(settings: Settings) -> APIRouter:
     predict_request, query_request = build_request_models(settings)
     router = APIRouter(prefix=settings.path_prefix)
 
-    @router.post("/predict", responses=_ERRORS, summary="Sentiment for a list of texts")
+    @router.post("/predict", response_model=PredictResponse, responses=_ERRORS, summary="Sentiment for a list of texts")
     async def predict(
         body: predict_request, predictor: PredictorDep, metrics: MetricsDep, backend: BackendQuery = None  # type: ignore[valid-type]
-    ) -> PredictResponse:
+    ) -> Response:
         metrics.texts.labels(route="predict").inc(len(body.text))
-        return PredictResponse(predictions=await predictor.predict(body.text, backend))  # type: ignore[arg-type]
+        # Already-serialised JSON (see Predictor.predict); the response model documents its shape.
+        return Response(await predictor.predict(body.text, backend), media_type="application/json")
 
     @router.post("/query", responses=_ERRORS, summary="Rank candidate labels for a sentence")
     async def query(

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     max_queue: int = Field(4096, ge=1)
     batch_max_size: int = Field(32, ge=1, le=4096)
     batch_max_tokens: int = Field(8192, ge=16)
-    batch_wait_ms: float = Field(2.0, ge=0.0, le=1000.0)
+    batch_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)
 
     @field_validator("path_prefix")
     @classmethod

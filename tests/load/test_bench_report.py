@@ -82,9 +82,10 @@ def test_scenario_from_k6_reads_rate_latency_and_error_share() -> None:
 
 def test_targets_compare_with_the_best_seed_variant() -> None:
     targets = bench_report.evaluate_targets(_report())
-    speedup, profile, cold = targets
+    speedup, paced, profile, cold = targets
     assert speedup["measured"] == 10.5  # 420 against the threadpool seed's 40, the best baseline
     assert speedup["met"] is True
+    assert (paced["measured"], paced["met"]) == (None, None)  # not in this report
     assert (profile["measured"], profile["met"]) == (30.0, True)
     assert (cold["measured"], cold["met"]) == (1.5, True)
 
@@ -93,7 +94,7 @@ def test_targets_are_not_measured_when_a_server_is_missing() -> None:
     report = _report()
     report["scenarios"] = [s for s in report["scenarios"] if s["server"].startswith("seed")]
     report["servers"].pop("mlapi-onnx")
-    assert [t["met"] for t in bench_report.evaluate_targets(report)] == [None, None, None]
+    assert [t["met"] for t in bench_report.evaluate_targets(report)] == [None, None, None, None]
 
 
 def test_markdown_has_ratios_targets_and_the_run_facts() -> None:
@@ -106,6 +107,7 @@ def test_markdown_has_ratios_targets_and_the_run_facts() -> None:
     assert "`python load/bench.py --quick`" in text
     assert "| mlapi-onnx | 1.50 | 400 |" in text
     assert "NOT met" not in text
+    assert "not measured" in text  # the paced profile is absent from this report
 
 
 def test_write_all_writes_json_markdown_and_chart(tmp_path: Path) -> None:
