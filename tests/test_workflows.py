@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,18 +22,6 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
 STACKS = ["dev", "fargate"]
-
-
-def find_tool(name: str, env_var: str) -> str | None:
-    """The tool from $env_var, else from PATH, else next to this interpreter (a venv's bin/)."""
-    explicit = os.environ.get(env_var)
-    if explicit:
-        return explicit
-    on_path = shutil.which(name)
-    if on_path:
-        return on_path
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else None
 
 
 def load(name: str) -> dict:
@@ -106,10 +93,8 @@ def test_no_workflow_holds_long_lived_aws_keys():
         assert "AWS_SECRET_ACCESS_KEY" not in text
 
 
-def test_checkov_reports_no_failed_github_actions_checks():
-    checkov = find_tool("checkov", "CHECKOV")
-    if checkov is None:
-        pytest.skip("checkov not found (set CHECKOV, put it on PATH, or pip install checkov in its own venv)")
+def test_checkov_reports_no_failed_github_actions_checks(tool):
+    checkov = tool("checkov")
     proc = subprocess.run(
         [checkov, "--quiet", "--compact", "--skip-download", "-o", "json",
          "--framework", "github_actions", "-d", str(WORKFLOWS)],

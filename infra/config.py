@@ -1,0 +1,405 @@
+"""One typed, validated view of the stack's configuration.
+
+Pulumi config arrives as loose strings and JSON; every component below takes its settings from the frozen
+dataclasses built here, so a typo or an impossible combination fails before any resource is declared, with a
+message that names the `mlapi:` key to fix. Defaults live here and are mirrored in `Pulumi.yaml` (a test keeps
+the two equal), because Pulumi's own defaults are not applied when the program runs under unit-test mocks.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pulumi
+
+NAMESPACE = "mlapi"
+Platform = Literal["eks", "fargate"]
+NatStrategy = Literal["single", "one-per-az"]
+
+_NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,22}[a-z0-9])?$")
+_PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
+_K8S_VERSION_RE = re.compile(r"^1\.\d{2}$")
+_SEMVER_RE = re.compile(r"^\d+\.\d+\.\d+$")
+_QUANTITY_UNITS = ("cpu", "memory")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message starts with the full key, e.g. `mlapi:services[1].name`."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key if ":" in key else f"{NAMESPACE}:{key}"
+        super().__init__(f"{self.key}: {message}")
+
+
+@dataclass(frozen=True)
+class ModelService:
+    """One model served as its own workload under its own path prefix (`MLAPI_PATH_PREFIX`)."""
+
+    name: str
+    model_id: str
+    model_revision: str
+    path_prefix: str
+    cpu_millicores: int
+    memory_mib: int
+    min_replicas: int
+    max_replicas: int
+    cpu_target_percent: int
+    requests_per_target: int
+    cache_prefix: str
+
+    @property
+    def threads(self) -> int:
+        """Intra-op threads: the whole CPUs the workload may use, so inference never oversubscribes its quota."""
+        return max(1, math.ceil(self.cpu_millicores / 1000))
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """VPC shape: CIDR, how many AZs, and how many NAT gateways the private subnets egress through."""
+
+    cidr: str
+    availability_zones: int
+    nat_gateways: NatStrategy
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """How the service image is built and kept: context, Dockerfile, preview builds, images retained in ECR."""
+
+    context: str
+    dockerfile: str
+    build_on_preview: bool
+    keep_images: int
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """EKS control plane and managed node group sizing (only read for `platform: eks`)."""
+
+    kubernetes_version: str
+    instance_type: str
+    min_nodes: int
+    desired_nodes: int
+    max_nodes: int
+    public_access_cidrs: tuple[str, ...]
+    istio_version: str
+    metrics_server_version: str
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """ElastiCache Redis replication group shape."""
+
+    node_type: str
+    nodes: int
+    automatic_failover: bool
+    multi_az: bool
+    engine_version: str
+    snapshot_retention_days: int
+
+
+@dataclass(frozen=True)
+class FargateSettings:
+    """ECS Fargate and ALB options (only read for `platform: fargate`)."""
+
+    certificate_arn: str
+    health_check_grace_seconds: int
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Everything the program needs, validated once."""
+
+    project: str
+    stack: str
+    region: str
+    platform: Platform
+    network: NetworkSettings
+    image: ImageSettings
+    cluster: ClusterSettings
+    cache: CacheSettings
+    fargate: FargateSettings
+    log_retention_days: int
+    services: tuple[ModelService, ...]
+
+    @property
+    def prefix(self) -> str:
+        """Base for AWS names that must be unique per account and region: `mlapi-<stack>`."""
+        return f"{self.project}-{self.stack}"
+
+    def tags(self, **extra: str) -> dict[str, str]:
+        """The tags every AWS resource carries, so cost and ownership are traceable to a stack."""
+        return {"stack": self.stack, "service": self.project, "managed-by": "pulumi", **extra}
+
+
+# Defaults mirrored in Pulumi.yaml's `config:` block (tests/infra/test_config.py keeps them equal).
+DEFAULTS: dict[str, Any] = {
+    "platform": "eks",
+    "vpcCidr": "10.0.0.0/16",
+    "availabilityZones": 2,
+    "natGateways": "single",
+    "imageContext": ".",
+    "dockerfile": "Dockerfile",
+    "buildOnPreview": False,
+    "keepImages": 10,
+    "kubernetesVersion": "1.33",
+    "nodeInstanceType": "m6i.large",
+    "nodeMinSize": 2,
+    "nodeDesiredSize": 2,
+    "nodeMaxSize": 4,
+    "apiPublicAccessCidrs": [],
+    "istioVersion": "1.26.3",
+    "metricsServerVersion": "3.12.2",
+    "cacheNodeType": "cache.t4g.small",
+    "cacheNodes": 2,
+    "cacheAutomaticFailover": True,
+    "cacheMultiAz": True,
+    "cacheEngineVersion": "7.1",
+    "cacheSnapshotRetentionDays": 1,
+    "certificateArn": "",
+    "healthCheckGraceSeconds": 300,
+    "logRetentionDays": 14,
+}
+SERVICE_DEFAULTS: dict[str, Any] = {
+    "modelRevision": "main",
+    "cpu": 1000,
+    "memory": 1536,
+    "minReplicas": 2,
+    "maxReplicas": 4,
+    "cpuTarget": 70,
+    "requestsPerTarget": 200,
+}
+_SERVICE_KEYS = {"name", "modelId", "pathPrefix", "cachePrefix", *SERVICE_DEFAULTS}
+_KNOWN_KEYS = {*DEFAULTS, "services"}
+
+
+def _int(raw: Mapping[str, Any], key: str, label: str, low: int, high: int) -> int:
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigError(label, f"must be an integer, got {value!r}")
+    try:
+        number = int(value)
+    except ValueError as err:
+        raise ConfigError(label, f"must be an integer, got {value!r}") from err
+    if not low <= number <= high:
+        raise ConfigError(label, f"must be between {low} and {high}, got {number}")
+    return number
+
+
+def _bool(raw: Mapping[str, Any], key: str, label: str) -> bool:
+    value = raw[key]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigError(label, f"must be true or false, got {value!r}")
+
+
+def _str(raw: Mapping[str, Any], key: str, label: str, pattern: re.Pattern[str] | None = None) -> str:
+    value = raw[key]
+    if not isinstance(value, str) or not value:
+        raise ConfigError(label, f"must be a non-empty string, got {value!r}")
+    if pattern is not None and not pattern.match(value):
+        raise ConfigError(label, f"{value!r} does not match {pattern.pattern}")
+    return value
+
+
+def _list(raw: Mapping[str, Any], key: str) -> list[Any]:
+    value = raw[key]
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ConfigError(key, f"must be a list: {err}") from err
+    if not isinstance(value, list):
+        raise ConfigError(key, f"must be a list, got {type(value).__name__}")
+    return value
+
+
+def _cidr(value: Any, label: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(label, f"not a valid CIDR block: {value!r}") from err
+
+
+def _service(index: int, item: Any) -> ModelService:
+    where = f"services[{index}]"
+    if not isinstance(item, Mapping):
+        raise ConfigError(where, "must be an object with name, modelId and pathPrefix")
+    unknown = sorted(set(item) - _SERVICE_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}", f"unknown key (known: {', '.join(sorted(_SERVICE_KEYS))})")
+    for required in ("name", "modelId", "pathPrefix"):
+        if required not in item:
+            raise ConfigError(f"{where}.{required}", "is required")
+    raw = {**SERVICE_DEFAULTS, **item}
+    name = _str(raw, "name", f"{where}.name", _NAME_RE)
+    prefix = _str(raw, "pathPrefix", f"{where}.pathPrefix")
+    if not _PREFIX_RE.match(prefix) or prefix.endswith("/"):
+        raise ConfigError(f"{where}.pathPrefix", f"{prefix!r} must look like /name or /name/sub, no trailing slash")
+    min_replicas = _int(raw, "minReplicas", f"{where}.minReplicas", 1, 100)
+    max_replicas = _int(raw, "maxReplicas", f"{where}.maxReplicas", 1, 100)
+    if min_replicas > max_replicas:
+        raise ConfigError(f"{where}.minReplicas", f"{min_replicas} is greater than maxReplicas {max_replicas}")
+    return ModelService(
+        name=name,
+        model_id=_str(raw, "modelId", f"{where}.modelId"),
+        model_revision=_str(raw, "modelRevision", f"{where}.modelRevision"),
+        path_prefix=prefix,
+        cpu_millicores=_int(raw, "cpu", f"{where}.cpu", 250, 16_000),
+        memory_mib=_int(raw, "memory", f"{where}.memory", 512, 120_000),
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        cpu_target_percent=_int(raw, "cpuTarget", f"{where}.cpuTarget", 10, 95),
+        requests_per_target=_int(raw, "requestsPerTarget", f"{where}.requestsPerTarget", 1, 100_000),
+        cache_prefix=str(raw.get("cachePrefix") or f"{NAMESPACE}-{name}"),
+    )
+
+
+def _services(raw: Mapping[str, Any]) -> tuple[ModelService, ...]:
+    if "services" not in raw:
+        raise ConfigError("services", "is required: a list of {name, modelId, pathPrefix, ...}")
+    items = _list(raw, "services")
+    if not items:
+        raise ConfigError("services", "must declare at least one model service")
+    services = tuple(_service(i, item) for i, item in enumerate(items))
+    seen_names: dict[str, int] = {}
+    seen_prefixes: dict[str, int] = {}
+    for i, svc in enumerate(services):
+        if svc.name in seen_names:
+            raise ConfigError(f"services[{i}].name", f"duplicate of services[{seen_names[svc.name]}].name")
+        seen_names[svc.name] = i
+        for other, j in seen_prefixes.items():
+            # `/a` and `/a/b` would both claim `/a/b/...` on a prefix match: make routing ambiguous an error.
+            if svc.path_prefix == other or svc.path_prefix.startswith(other + "/") or other.startswith(
+                svc.path_prefix + "/"
+            ):
+                raise ConfigError(
+                    f"services[{i}].pathPrefix", f"{svc.path_prefix!r} overlaps services[{j}].pathPrefix {other!r}"
+                )
+        seen_prefixes[svc.path_prefix] = i
+    return services
+
+
+def build_config(raw_values: Mapping[str, Any], *, project: str, stack: str, region: str) -> StackConfig:
+    """Validate raw `mlapi:` values (already stripped of the namespace) into a `StackConfig`."""
+    unknown = sorted(set(raw_values) - _KNOWN_KEYS)
+    if unknown:
+        raise ConfigError(unknown[0], "unknown key; see Pulumi.yaml for the keys this project reads")
+    raw = {**DEFAULTS, **raw_values}
+    platform = raw["platform"]
+    if platform not in ("eks", "fargate"):
+        raise ConfigError("platform", f"must be 'eks' or 'fargate', got {platform!r}")
+    nat = raw["natGateways"]
+    if nat not in ("single", "one-per-az"):
+        raise ConfigError("natGateways", f"must be 'single' or 'one-per-az', got {nat!r}")
+    if not region:
+        raise ConfigError("aws:region", "is required")
+
+    min_nodes = _int(raw, "nodeMinSize", "nodeMinSize", 1, 100)
+    desired = _int(raw, "nodeDesiredSize", "nodeDesiredSize", 1, 100)
+    max_nodes = _int(raw, "nodeMaxSize", "nodeMaxSize", 1, 100)
+    if not min_nodes <= desired <= max_nodes:
+        raise ConfigError("nodeDesiredSize", f"need nodeMinSize <= nodeDesiredSize <= nodeMaxSize, got "
+                          f"{min_nodes} / {desired} / {max_nodes}")
+    cidrs: tuple[str, ...] = ()
+    cidrs = tuple(_cidr(c, f"apiPublicAccessCidrs[{i}]") for i, c in enumerate(_list(raw, "apiPublicAccessCidrs")))
+    if platform == "eks" and not cidrs:
+        raise ConfigError("apiPublicAccessCidrs", "is required for platform eks: the CIDRs allowed to reach the "
+                          "Kubernetes API (e.g. your address as a /32)")
+
+    nodes = _int(raw, "cacheNodes", "cacheNodes", 1, 6)
+    failover = _bool(raw, "cacheAutomaticFailover", "cacheAutomaticFailover")
+    multi_az = _bool(raw, "cacheMultiAz", "cacheMultiAz")
+    # ElastiCache rejects these combinations at create time; fail at preview instead.
+    if failover and nodes < 2:
+        raise ConfigError("cacheAutomaticFailover", "needs cacheNodes >= 2 (a primary and a replica)")
+    if multi_az and not failover:
+        raise ConfigError("cacheMultiAz", "needs cacheAutomaticFailover: true")
+
+    certificate_arn = raw["certificateArn"] or ""
+    if certificate_arn and not str(certificate_arn).startswith("arn:"):
+        raise ConfigError("certificateArn", f"must be an ACM certificate ARN, got {certificate_arn!r}")
+
+    return StackConfig(
+        project=project,
+        stack=stack,
+        region=region,
+        platform=platform,
+        network=NetworkSettings(
+            cidr=_cidr(raw["vpcCidr"], "vpcCidr"),
+            availability_zones=_int(raw, "availabilityZones", "availabilityZones", 2, 6),
+            nat_gateways=nat,
+        ),
+        image=ImageSettings(
+            context=_str(raw, "imageContext", "imageContext"),
+            dockerfile=_str(raw, "dockerfile", "dockerfile"),
+            build_on_preview=_bool(raw, "buildOnPreview", "buildOnPreview"),
+            keep_images=_int(raw, "keepImages", "keepImages", 1, 1000),
+        ),
+        cluster=ClusterSettings(
+            kubernetes_version=_str(raw, "kubernetesVersion", "kubernetesVersion", _K8S_VERSION_RE),
+            instance_type=_str(raw, "nodeInstanceType", "nodeInstanceType"),
+            min_nodes=min_nodes,
+            desired_nodes=desired,
+            max_nodes=max_nodes,
+            public_access_cidrs=cidrs,
+            istio_version=_str(raw, "istioVersion", "istioVersion", _SEMVER_RE),
+            metrics_server_version=_str(raw, "metricsServerVersion", "metricsServerVersion", _SEMVER_RE),
+        ),
+        cache=CacheSettings(
+            node_type=_str(raw, "cacheNodeType", "cacheNodeType", re.compile(r"^cache\.[a-z0-9]+\.[a-z0-9]+$")),
+            nodes=nodes,
+            automatic_failover=failover,
+            multi_az=multi_az,
+            engine_version=_str(raw, "cacheEngineVersion", "cacheEngineVersion"),
+            snapshot_retention_days=_int(raw, "cacheSnapshotRetentionDays", "cacheSnapshotRetentionDays", 0, 35),
+        ),
+        fargate=FargateSettings(
+            certificate_arn=certificate_arn,
+            health_check_grace_seconds=_int(raw, "healthCheckGraceSeconds", "healthCheckGraceSeconds", 0, 7200),
+        ),
+        log_retention_days=_retention(raw),
+        services=_services(raw),
+    )
+
+
+# CloudWatch Logs accepts only these retention periods (PutRetentionPolicy API reference).
+_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+                   3288, 3653)
+
+
+def _retention(raw: Mapping[str, Any]) -> int:
+    days = _int(raw, "logRetentionDays", "logRetentionDays", 1, 3653)
+    if days not in _RETENTION_DAYS:
+        raise ConfigError("logRetentionDays", f"{days} is not a CloudWatch retention period {_RETENTION_DAYS}")
+    return days
+
+
+def load() -> StackConfig:
+    """Read the current stack's `mlapi:` and `aws:region` config through Pulumi and validate it.
+
+    Every `mlapi:` key the stack sets is passed on, so a misspelt key fails instead of being silently ignored.
+    """
+    cfg = pulumi.Config(NAMESPACE)
+    raw: dict[str, Any] = {}
+    for key in _stack_keys():
+        raw[key] = cfg.get_object(key) if key in ("services", "apiPublicAccessCidrs") else cfg.get(key)
+    region = pulumi.Config("aws").get("region") or ""
+    return build_config(raw, project=pulumi.get_project(), stack=pulumi.get_stack(), region=region)
+
+
+def _stack_keys() -> set[str]:
+    # The SDK keeps config in a context variable (set by the language host or by tests) or in PULUMI_CONFIG.
+    from pulumi.runtime import config as runtime_config
+
+    prefix = f"{NAMESPACE}:"
+    every = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    return {k[len(prefix):] for k in every if k.startswith(prefix)}

@@ -1,0 +1,152 @@
+"""Istio ingress for the EKS platform: one public gateway, one VirtualService that routes each path prefix.
+
+Each model service is served under its own prefix by the service itself (`MLAPI_PATH_PREFIX`), so routes match
+the prefix and forward unchanged: no rewrite, and `/project/docs` links stay valid behind the gateway. The
+Istio charts are `helm.v3.Release`s (a v4 `Chart` cannot preview before the cluster exists,
+pulumi-kubernetes #3027), installed in order base (CRDs) -> istiod -> gateway, and the Gateway and
+VirtualService objects wait on the CRDs and the validating webhook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+ISTIO_REPO = "https://istio-release.storage.googleapis.com/charts"
+ISTIO_NAMESPACE = "istio-system"
+GATEWAY_NAMESPACE = "istio-ingress"
+# The gateway chart labels its pods `istio: <release name without "istio-">` (Istio "Installing Gateways").
+GATEWAY_RELEASE = "istio-ingressgateway"
+GATEWAY_SELECTOR = {"istio": "ingressgateway"}
+GATEWAY_NAME = "mlapi"
+
+
+@dataclass(frozen=True)
+class Route:
+    """A path prefix and the in-cluster Service that serves it."""
+
+    path_prefix: str
+    service_host: pulumi.Input[str]
+    service_port: int
+
+
+@dataclass(frozen=True)
+class MeshArgs:
+    """Istio version, the Kubernetes provider, the namespace of the routes and the routes themselves."""
+
+    istio_version: str
+    provider: k8s.Provider
+    app_namespace: pulumi.Input[str]
+    routes: list[Route]
+    depends_on: list[pulumi.Resource]
+
+
+def http_routes(routes: list[Route]) -> list[dict[str, object]]:
+    """VirtualService `http` entries: `/x` exactly and `/x/...`, so `/x` never captures `/xy`."""
+    return [
+        {
+            "name": route.path_prefix.strip("/").replace("/", "-"),
+            "match": [{"uri": {"exact": route.path_prefix}}, {"uri": {"prefix": route.path_prefix + "/"}}],
+            "route": [{"destination": {"host": route.service_host, "port": {"number": route.service_port}}}],
+        }
+        for route in routes
+    ]
+
+
+class Mesh(pulumi.ComponentResource):
+    """Istio control plane, ingress gateway behind an AWS NLB, and the prefix routes."""
+
+    load_balancer_host: pulumi.Output[str]
+
+    def __init__(self, name: str, args: MeshArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlapi:mesh:Mesh", name, None, opts)
+        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=args.depends_on)
+        repo = k8s.helm.v3.RepositoryOptsArgs(repo=ISTIO_REPO)
+
+        system_ns = k8s.core.v1.Namespace(
+            f"{name}-system-ns", metadata={"name": ISTIO_NAMESPACE}, opts=k8s_opts
+        )
+        gateway_ns = k8s.core.v1.Namespace(
+            f"{name}-gateway-ns", metadata={"name": GATEWAY_NAMESPACE}, opts=k8s_opts
+        )
+        base = k8s.helm.v3.Release(
+            f"{name}-base",
+            name="istio-base",
+            chart="base",
+            version=args.istio_version,
+            repository_opts=repo,
+            namespace=system_ns.metadata["name"],
+            values={"defaultRevision": "default"},
+            atomic=True,
+            opts=k8s_opts,
+        )
+        istiod = k8s.helm.v3.Release(
+            f"{name}-istiod",
+            name="istiod",
+            chart="istiod",
+            version=args.istio_version,
+            repository_opts=repo,
+            namespace=system_ns.metadata["name"],
+            values={"pilot": {"autoscaleMin": 1, "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}}},
+            atomic=True,
+            timeout=600,
+            opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[base])),
+        )
+        gateway = k8s.helm.v3.Release(
+            f"{name}-gateway",
+            name=GATEWAY_RELEASE,
+            chart="gateway",
+            version=args.istio_version,
+            repository_opts=repo,
+            namespace=gateway_ns.metadata["name"],
+            values={
+                "service": {
+                    "type": "LoadBalancer",
+                    # In-tree AWS cloud provider: an internet-facing NLB in the subnets tagged kubernetes.io/role/elb.
+                    "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"},
+                },
+                "autoscaling": {"minReplicas": 2},
+            },
+            atomic=True,
+            timeout=900,
+            opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[istiod])),
+        )
+        crd_ready = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[base, istiod, gateway]))
+        k8s.apiextensions.CustomResource(
+            f"{name}-gateway-config",
+            api_version="networking.istio.io/v1",
+            kind="Gateway",
+            metadata={"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE},
+            spec={
+                "selector": GATEWAY_SELECTOR,
+                "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}],
+            },
+            opts=crd_ready,
+        )
+        k8s.apiextensions.CustomResource(
+            f"{name}-routes",
+            api_version="networking.istio.io/v1",
+            kind="VirtualService",
+            metadata={"name": "mlapi", "namespace": args.app_namespace},
+            spec={
+                "hosts": ["*"],
+                "gateways": [f"{GATEWAY_NAMESPACE}/{GATEWAY_NAME}"],
+                "http": http_routes(args.routes),
+            },
+            opts=crd_ready,
+        )
+        service = k8s.core.v1.Service.get(
+            f"{name}-gateway-service",
+            f"{GATEWAY_NAMESPACE}/{GATEWAY_RELEASE}",
+            opts=pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[gateway]),
+        )
+        self.load_balancer_host = service.status.apply(_lb_host)
+        self.register_outputs({"load_balancer_host": self.load_balancer_host})
+
+
+def _lb_host(status: object) -> str:
+    ingress = getattr(getattr(status, "load_balancer", None), "ingress", None) or []
+    first = ingress[0] if ingress else None
+    return (getattr(first, "hostname", None) or getattr(first, "ip", None) or "") if first else ""

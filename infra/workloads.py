@@ -1,0 +1,230 @@
+"""The model services on Kubernetes: per service a Deployment, ClusterIP Service, HPA, PodDisruptionBudget and
+NetworkPolicy, in one namespace that enforces the `restricted` Pod Security Standard.
+
+Pods carry no Istio sidecar: the ingress gateway routes to them directly, which keeps them within `restricted`
+(sidecar injection needs NET_ADMIN unless the Istio CNI plugin is installed). The Redis URL, which holds the AUTH
+token, reaches the container from a Secret; it never appears in the Deployment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from infra.config import ModelService
+from infra.mesh import GATEWAY_NAMESPACE
+
+CONTAINER_PORT = 8000
+SERVICE_PORT = 80
+RUN_AS = 10001  # the image's numeric USER; checkov CKV_K8S_40 wants >= 10000
+REDIS_SECRET_KEY = "redis-url"
+
+
+@dataclass(frozen=True)
+class WorkloadService:
+    """A model service and the image (by digest) that serves it."""
+
+    service: ModelService
+    image: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class WorkloadsArgs:
+    """Namespace, services, the secret Redis URL and the provider every object goes through."""
+
+    namespace: str
+    services: list[WorkloadService]
+    redis_url: pulumi.Input[str]
+    provider: k8s.Provider
+    depends_on: list[pulumi.Resource]
+
+
+def labels(service: ModelService) -> dict[str, str]:
+    """Selector labels of one model service's pods."""
+    return {"app.kubernetes.io/name": service.name, "app.kubernetes.io/part-of": "mlapi"}
+
+
+def container_env(service: ModelService, secret_name: str) -> list[dict[str, Any]]:
+    """The `MLAPI_*` settings of one service; the Redis URL by reference to the Secret only."""
+    return [
+        {"name": "MLAPI_HOST", "value": "0.0.0.0"},
+        {"name": "MLAPI_PORT", "value": str(CONTAINER_PORT)},
+        {"name": "MLAPI_PATH_PREFIX", "value": service.path_prefix},
+        {"name": "MLAPI_CACHE_PREFIX", "value": service.cache_prefix},
+        {"name": "MLAPI_INTRA_OP_THREADS", "value": str(service.threads)},
+        {"name": "MLAPI_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": secret_name, "key": REDIS_SECRET_KEY}}},
+    ]
+
+
+def pod_spec(service: ModelService, image: pulumi.Input[str], secret_name: str) -> dict[str, Any]:
+    """Restricted, probed, zone-spread pod for one model service."""
+    health = {"httpGet": {"path": f"{service.path_prefix}/health", "port": "http"}}
+    resources = {"cpu": f"{service.cpu_millicores}m", "memory": f"{service.memory_mib}Mi"}
+    return {
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": 45,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": key,
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": labels(service)},
+            }
+            for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+        ],
+        "containers": [
+            {
+                "name": "model",
+                "image": image,
+                "imagePullPolicy": "IfNotPresent",
+                "ports": [{"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
+                "env": container_env(service, secret_name),
+                # Requests equal limits: the model's memory is resident, and threads are sized to the CPU limit.
+                "resources": {"requests": resources, "limits": resources},
+                # Loading the model can take minutes on a cold node; startup allows 5 min before liveness counts.
+                "startupProbe": {**health, "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 60},
+                "readinessProbe": {**health, "periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3},
+                "livenessProbe": {**health, "periodSeconds": 20, "timeoutSeconds": 5, "failureThreshold": 3},
+                # Let endpoint removal reach the gateway before SIGTERM starts the graceful shutdown.
+                "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True,
+                    "runAsNonRoot": True,
+                    "runAsUser": RUN_AS,
+                    "capabilities": {"drop": ["ALL"]},
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+            }
+        ],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "512Mi"}}],
+    }
+
+
+class Workloads(pulumi.ComponentResource):
+    """All model services in one namespace; `service_hosts` maps each service to its cluster DNS name."""
+
+    namespace: pulumi.Output[str]
+    service_hosts: dict[str, pulumi.Output[str]]
+
+    def __init__(self, name: str, args: WorkloadsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlapi:workloads:Workloads", name, None, opts)
+        k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=args.depends_on)
+        namespace = k8s.core.v1.Namespace(
+            f"{name}-namespace",
+            metadata={
+                "name": args.namespace,
+                "labels": {
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                },
+            },
+            opts=k8s_opts,
+        )
+        ns_name = namespace.metadata["name"]
+        secret = k8s.core.v1.Secret(
+            f"{name}-redis",
+            metadata={"name": "mlapi-redis", "namespace": ns_name},
+            type="Opaque",
+            string_data={REDIS_SECRET_KEY: pulumi.Output.secret(args.redis_url)},
+            opts=k8s_opts,
+        )
+        self.namespace = ns_name
+        self.service_hosts = {}
+        for item in args.services:
+            self.service_hosts[item.service.name] = self._service(name, item, ns_name, secret, k8s_opts)
+        self.register_outputs({"namespace": self.namespace, "service_hosts": self.service_hosts})
+
+    def _service(
+        self,
+        name: str,
+        item: WorkloadService,
+        namespace: pulumi.Output[str],
+        secret: k8s.core.v1.Secret,
+        k8s_opts: pulumi.ResourceOptions,
+    ) -> pulumi.Output[str]:
+        svc = item.service
+        meta = {"name": svc.name, "namespace": namespace, "labels": labels(svc)}
+        selector = {"matchLabels": labels(svc)}
+        deployment = k8s.apps.v1.Deployment(
+            f"{name}-{svc.name}-deployment",
+            metadata=meta,
+            spec={
+                # No `replicas`: the HPA owns the count, and a fixed value would fight it on every `pulumi up`.
+                "selector": selector,
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                "template": {
+                    "metadata": {"labels": labels(svc)},
+                    "spec": pod_spec(svc, item.image, secret.metadata["name"]),
+                },
+            },
+            opts=k8s_opts,
+        )
+        service = k8s.core.v1.Service(
+            f"{name}-{svc.name}-service",
+            metadata=meta,
+            spec={
+                "type": "ClusterIP",
+                "selector": labels(svc),
+                "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "appProtocol": "http"}],
+            },
+            opts=k8s_opts,
+        )
+        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{name}-{svc.name}-hpa",
+            metadata=meta,
+            spec={
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment.metadata["name"]},
+                "minReplicas": svc.min_replicas,
+                "maxReplicas": svc.max_replicas,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": svc.cpu_target_percent},
+                        },
+                    }
+                ],
+            },
+            opts=k8s_opts,
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-{svc.name}-pdb",
+            metadata=meta,
+            spec={"maxUnavailable": 1, "selector": selector},
+            opts=k8s_opts,
+        )
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-{svc.name}-ingress",
+            metadata=meta,
+            spec={
+                "podSelector": selector,
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    {
+                        "from": [
+                            {
+                                "namespaceSelector": {
+                                    "matchLabels": {"kubernetes.io/metadata.name": GATEWAY_NAMESPACE}
+                                }
+                            }
+                        ],
+                        "ports": [{"protocol": "TCP", "port": CONTAINER_PORT}],
+                    }
+                ],
+            },
+            opts=k8s_opts,
+        )
+        return pulumi.Output.concat(service.metadata["name"], ".", namespace, ".svc.cluster.local")

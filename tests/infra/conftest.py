@@ -1,0 +1,109 @@
+"""Fixtures that run the real Pulumi program under mocks, once per stack file, and hand tests what it declared."""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+# Helpers beside this file and the program under test, importable whatever pytest's import mode.
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(REPO)]
+
+from infra_mocks import NoReferencesMonitor, Recorded, RecordingMocks  # noqa: E402
+
+
+def stack_config(stack: str) -> dict[str, str]:
+    """The stack file's `config:` as the Pulumi engine hands it to a program: every value a string (JSON if
+    structured), with the project's declared defaults for keys the stack does not set."""
+    project = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
+    values: dict[str, Any] = {
+        f"{project['name']}:{key}": decl["default"]
+        for key, decl in project.get("config", {}).items()
+        if isinstance(decl, dict) and "default" in decl
+    }
+    values.update(yaml.safe_load((REPO / f"Pulumi.{stack}.yaml").read_text())["config"])
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+
+
+@dataclass
+class ProgramRun:
+    """What one mocked `pulumi up` declared: every resource and the program's exported values."""
+
+    resources: list[Recorded]
+    outputs: dict[str, Any]
+    config: dict[str, str]
+
+    def of_type(self, typ: str) -> list[Recorded]:
+        return [r for r in self.resources if r.typ == typ]
+
+    def one(self, typ: str, name: str | None = None) -> Recorded:
+        found = [r for r in self.of_type(typ) if name is None or r.name == name]
+        assert len(found) == 1, f"expected one {typ} {name or ''}, found {[r.name for r in found]}"
+        return found[0]
+
+
+def run_program(stack: str, overrides: dict[str, str] | None = None) -> ProgramRun:
+    """Run infra/__main__.py under mocks with the stack file's config (plus `overrides`)."""
+    config = {**stack_config(stack), **(overrides or {})}
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project="mlapi", stack=stack, preview=False, monitor=NoReferencesMonitor(mocks))
+    pulumi.runtime.set_all_config(config)
+    outputs: dict[str, Any] = {}
+
+    # runpy inside the test function: in setUp it breaks with "attached to a different loop" (pulumi #6561).
+    @pulumi.runtime.test
+    def program() -> pulumi.Output[Any]:
+        cwd = os.getcwd()
+        os.chdir(REPO)
+        try:
+            module = runpy.run_path(str(REPO / "infra"), run_name="__main__")
+        finally:
+            os.chdir(cwd)
+        exported = {
+            "service_urls": pulumi.Output.from_input(module["urls"]),
+            "repositoryUrl": module["registry"].repository_url,
+            "redisEndpoint": module["cache"].endpoint,
+            "redisUrl": module["cache"].url,
+        }
+        if "cluster" in module and module["cfg"].platform == "eks":
+            exported["clusterName"] = module["cluster"].cluster_name
+            exported["kubeconfig"] = module["cluster"].kubeconfig
+        if "platform" in module and module["cfg"].platform == "fargate":
+            exported["ecsClusterName"] = module["platform"].cluster_name
+        return pulumi.Output.all(**exported).apply(outputs.update)
+
+    program()
+    return ProgramRun(resources=mocks.resources, outputs=outputs, config=config)
+
+
+@pytest.fixture(scope="session")
+def dev() -> ProgramRun:
+    """The `dev` stack (EKS) as declared by the program."""
+    return run_program("dev")
+
+
+@pytest.fixture(scope="session")
+def fargate() -> ProgramRun:
+    """The `fargate` stack (ECS Fargate) as declared by the program."""
+    return run_program("fargate")
+
+
+@pytest.fixture()
+def dev_raw() -> Iterator[dict[str, Any]]:
+    """The dev stack's `mlapi:` values, parsed, for building variations of the config in tests."""
+    raw: dict[str, Any] = {}
+    for key, value in stack_config("dev").items():
+        if key.startswith("mlapi:"):
+            # Scalars stay strings, as the engine passes them; lists and objects are parsed as get_object does.
+            raw[key.split(":", 1)[1]] = json.loads(value) if value.startswith(("[", "{")) else value
+    yield raw
