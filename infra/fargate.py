@@ -387,37 +387,32 @@ class FargatePlatform(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
-        aws.appautoscaling.Policy(
-            f"{base}-cpu",
-            policy_type="TargetTrackingScaling",
-            service_namespace=target.service_namespace,
-            scalable_dimension=target.scalable_dimension,
-            resource_id=target.resource_id,
-            target_tracking_scaling_policy_configuration=aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationArgs(
-                target_value=svc.cpu_target_percent,
-                predefined_metric_specification=aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecificationArgs(
-                    predefined_metric_type="ECSServiceAverageCPUUtilization"
-                ),
-                scale_in_cooldown=120,
-                scale_out_cooldown=60,
-            ),
-            opts=child,
-        )
-        aws.appautoscaling.Policy(
-            f"{base}-requests",
-            policy_type="TargetTrackingScaling",
-            service_namespace=target.service_namespace,
-            scalable_dimension=target.scalable_dimension,
-            resource_id=target.resource_id,
-            target_tracking_scaling_policy_configuration=aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationArgs(
-                target_value=svc.requests_per_target,
-                predefined_metric_specification=aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecificationArgs(
+        scaling = aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecificationArgs
+        metrics = {
+            "cpu": (svc.cpu_target_percent, scaling(predefined_metric_type="ECSServiceAverageCPUUtilization")),
+            "requests": (
+                svc.requests_per_target,
+                scaling(
                     predefined_metric_type="ALBRequestCountPerTarget",
                     # "app/<lb>/<id>/targetgroup/<tg>/<id>" (Application Auto Scaling PredefinedMetricSpecification).
                     resource_label=pulumi.Output.concat(alb.arn_suffix, "/", target_group.arn_suffix),
                 ),
-                scale_in_cooldown=120,
-                scale_out_cooldown=60,
             ),
-            opts=child,
-        )
+        }
+        for role, (target_value, metric) in metrics.items():
+            aws.appautoscaling.Policy(
+                f"{base}-{role}",
+                policy_type="TargetTrackingScaling",
+                service_namespace=target.service_namespace,
+                scalable_dimension=target.scalable_dimension,
+                resource_id=target.resource_id,
+                target_tracking_scaling_policy_configuration=(
+                    aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationArgs(
+                        target_value=target_value,
+                        predefined_metric_specification=metric,
+                        scale_in_cooldown=120,
+                        scale_out_cooldown=60,
+                    )
+                ),
+                opts=child,
+            )
