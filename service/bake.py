@@ -33,7 +33,7 @@ def bake(source: str | None, out: Path, revision: str | None = None, onnx_only: 
     """Bake SOURCE (hub id, local checkpoint, or the bundled default when None) into OUT, replacing it."""
     from transformers import AutoTokenizer
 
-    from .export import export_onnx, fetch_source, inspect_source, load_torch_model, optimize_graph
+    from .export import BakeError, export_onnx, fetch_source, inspect_source, load_torch_model, optimize_graph
     from .quantize import choose_int8
 
     checkpoint = fetch_source(source, revision)
@@ -47,7 +47,7 @@ def bake(source: str | None, out: Path, revision: str | None = None, onnx_only: 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
         if not getattr(tokenizer, "is_fast", False):
-            raise ValueError(f"{source}: bake needs a fast (tokenizer.json) tokenizer")
+            raise BakeError(f"{source}: bake needs a fast tokenizer (tokenizer.json, or one transformers can convert)")
         tokenizer.model_max_length = info.max_length
         tokenizer.save_pretrained(str(staging))
         model = load_torch_model(info)

@@ -13,9 +13,14 @@ from pydantic import ValidationError
 
 def _bake(args: argparse.Namespace) -> int:
     from .bake import bake
+    from .export import BakeError
 
-    manifest = bake(args.source, Path(args.out), revision=args.revision, onnx_only=args.onnx_only,
-                    quantize=not args.no_int8)
+    try:
+        manifest = bake(args.source, Path(args.out), revision=args.revision, onnx_only=args.onnx_only,
+                        quantize=not args.no_int8)
+    except BakeError as exc:
+        print(f"mlapi bake: {exc}", file=sys.stderr)
+        return 2
     q = manifest.quantization
     print(f"baked {manifest.source} ({manifest.task}, labels {manifest.labels}) into {args.out}")
     print(f"serving precision: {manifest.default_precision} ({q.recipe or '-'}: {q.reason})")

@@ -14,6 +14,16 @@ log = logging.getLogger(__name__)
 
 # Only what a model directory needs: no duplicate weight formats (tf, flax, onnx, pytorch_model.bin twins).
 HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "1_Pooling/*", "modules.json"]
+# Older checkpoints ship torch pickles only; fetched only when the first download found no safetensors.
+HUB_FALLBACK_WEIGHTS = ["pytorch_model*.bin"]
+
+
+class BakeError(RuntimeError):
+    """A model bake cannot handle, with a message for the person running `mlapi bake`."""
+
+
+class SourceNotFound(BakeError):
+    """SOURCE is neither a local checkpoint nor a model the hub could deliver."""
 
 
 def bundled_model_dir() -> Path:
@@ -32,7 +42,16 @@ def fetch_source(source: str | None, revision: str | None) -> Path:
         return path
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(source, revision=revision, allow_patterns=HUB_PATTERNS))
+    try:
+        local = Path(snapshot_download(source, revision=revision, allow_patterns=HUB_PATTERNS))
+        if not any(local.glob("*.safetensors")):
+            local = Path(snapshot_download(source, revision=revision, allow_patterns=HUB_FALLBACK_WEIGHTS))
+    except Exception as exc:  # hub errors come in many types: offline, unknown repo, bad revision, auth
+        raise SourceNotFound(
+            f"{source!r} is not a local directory and could not be fetched from the Hugging Face hub"
+            f"{f' at revision {revision}' if revision else ''}: {type(exc).__name__}: {exc}"
+        ) from exc
+    return local
 
 
 @dataclass(frozen=True)

@@ -71,13 +71,18 @@ def test_cli_bake_with_the_image_flags_replaces_the_output(tmp_path, classifier_
     assert manifest["quantization"]["reason"] == "quantisation disabled at bake"
 
 
-def test_bake_of_a_missing_source_fails_and_leaves_nothing(tmp_path) -> None:
+def test_bake_of_a_missing_source_fails_clearly_and_leaves_nothing(tmp_path) -> None:
     out = tmp_path / "model"
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "bake", str(tmp_path / "no-such-dir"), "--out", str(out)],
-        capture_output=True, text=True, timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+        [sys.executable, "-m", "service.cli", "bake", "no-such-org/no-such-model", "--revision", "v1",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")},
     )
-    assert result.returncode != 0
+    assert result.returncode == 2
+    assert "'no-such-org/no-such-model' is not a local directory" in result.stderr
+    assert "revision v1" in result.stderr
+    assert "Traceback" not in result.stderr
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bake-")]
 
