@@ -38,8 +38,8 @@ def _serve(args: argparse.Namespace) -> int:
         settings = Settings(**overrides)
     except ValidationError as exc:
         for err in exc.errors():
-            key = "MLAPI_" + "_".join(str(p) for p in err["loc"]).upper() if err["loc"] else "settings"
-            print(f"invalid configuration: {key}: {err['msg']}", file=sys.stderr)
+            where = f"MLAPI_{'_'.join(str(p) for p in err['loc']).upper()}: " if err["loc"] else ""
+            print(f"invalid configuration: {where}{err['msg'].removeprefix('Value error, ')}", file=sys.stderr)
         return 2
     if not (settings.model_dir / "manifest.json").is_file():
         print(f"invalid configuration: MLAPI_MODEL_DIR: {settings.model_dir} is not a baked model directory; "

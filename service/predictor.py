@@ -59,6 +59,8 @@ class Predictor:
     async def load(self) -> None:
         """Load the manifest and backends off the event loop, then warm each one up; records any failure."""
         model_dir = Path(self.settings.model_dir)
+        # One bounded round trip, so /health tells an unreachable Redis before the first request does.
+        await self.cache.get_many([f"{self.settings.cache_prefix}::startup-probe"])
         try:
             manifest = await asyncio.to_thread(Manifest.load, model_dir)
             self.manifest = manifest

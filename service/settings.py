@@ -6,6 +6,7 @@ what the server enforces without reading code; a bad value stops the server with
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -76,6 +77,14 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_variables(cls, data: object) -> object:
+        unknown = sorted(set(unknown_variables(os.environ)))
+        if unknown:
+            raise ValueError("; ".join(_describe_unknown(name) for name in unknown))
+        return data
+
     @model_validator(mode="after")
     def _check_batch_fits(self) -> Settings:
         if self.max_queue < self.max_batch:
@@ -94,6 +103,23 @@ class Settings(BaseSettings):
     def threads(self) -> int:
         """Intra-op threads for inference: the setting, or the CPUs this process may really use."""
         return self.intra_op_threads or usable_cpus()
+
+
+def setting_variables() -> set[str]:
+    """Every environment variable the server reads: MLAPI_ plus a field name, upper-cased."""
+    return {f"MLAPI_{name.upper()}" for name in Settings.model_fields}
+
+
+def unknown_variables(environ: dict[str, str] | os._Environ[str]) -> list[str]:
+    """`MLAPI_*` variables that name no setting: a typo would otherwise be ignored without a word."""
+    known = setting_variables()
+    return [name for name in environ if name.upper().startswith("MLAPI_") and name.upper() not in known]
+
+
+def _describe_unknown(name: str) -> str:
+    close = difflib.get_close_matches(name.upper(), sorted(setting_variables()), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return f"{name} is not a setting{hint}"
 
 
 def usable_cpus() -> int:

@@ -111,6 +111,7 @@ def test_redis_killed_mid_test_still_answers_and_recovers(redis_client, redis_se
 
 def test_redis_unreachable_from_start_serves_uncached(make_client, minilm_dir, unused_port: int) -> None:
     with make_client(minilm_dir, redis_url=f"redis://127.0.0.1:{unused_port}/0") as client:
+        assert client.get("/health").json()["status"] == "degraded"  # known before any request
         for _ in range(3):
             assert client.post("/predict", json={"text": ["nobody listens"]}).status_code == 200
         assert client.get("/health").json()["status"] == "degraded"

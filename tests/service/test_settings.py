@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from service.settings import Settings, usable_cpus
+from service.settings import Settings, setting_variables, unknown_variables, usable_cpus
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -48,3 +48,16 @@ def test_usable_cpus_is_positive_and_bounded() -> None:
     import os
 
     assert 1 <= usable_cpus() <= (os.cpu_count() or 1)
+
+
+def test_unknown_variable_is_refused_with_a_suggestion(monkeypatch) -> None:
+    monkeypatch.setenv("MLAPI_BACH_MAX_SIZE", "8")
+    expected = "MLAPI_BACH_MAX_SIZE is not a setting .did you mean MLAPI_BATCH_MAX_SIZE"
+    with pytest.raises(ValidationError, match=expected):
+        Settings()
+
+
+def test_every_field_is_an_mlapi_variable() -> None:
+    assert "MLAPI_REDIS_URL" in setting_variables()
+    assert "MLAPI_BATCH_WAIT_MS" in setting_variables()
+    assert unknown_variables({"MLAPI_PORT": "1", "HOME": "/", "MLAPI_NOPE": "x"}) == ["MLAPI_NOPE"]
