@@ -27,6 +27,10 @@ class Metrics:
         self.texts = Counter("mlapi_texts_total", "Texts received for inference", ["route"], registry=r)
         self.cache_hits = Counter("mlapi_cache_hits_total", "Texts answered from the cache", ["op"], registry=r)
         self.cache_misses = Counter("mlapi_cache_misses_total", "Texts not in the cache", ["op"], registry=r)
+        self.coalesced = Counter(
+            "mlapi_coalesced_texts_total", "Missing texts that joined a computation already running", ["op"],
+            registry=r,
+        )
         self.cache_errors = Counter(
             "mlapi_cache_errors_total", "Cache operations that failed or were skipped", ["kind"], registry=r
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,14 @@ from .settings import Settings
 from .tokenization import TOKENIZER_FILE, TextEncoder
 
 log = logging.getLogger(__name__)
+
+Compute = Callable[[np.ndarray], list[bytes]]
+
+
+def _consume_error(task: asyncio.Task[dict[str, bytes]]) -> None:
+    # Every waiter sees the error through `await`; this keeps asyncio from also logging it as never retrieved.
+    if not task.cancelled():
+        task.exception()
 
 
 @dataclass
@@ -50,6 +59,7 @@ class Predictor:
         self.error: str | None = None
         self._encoder: TextEncoder | None = None
         self._loaded = False
+        self._inflight: dict[str, asyncio.Task[dict[str, bytes]]] = {}
 
     @property
     def ready(self) -> bool:
@@ -151,21 +161,46 @@ class Predictor:
         scores = ranked(labels, probs)
         return str(scores[0]["label"]), scores
 
-    async def _cached(self, engine: Engine, op: str, texts: list[str], compute) -> list[bytes]:  # type: ignore[no-untyped-def]
-        """Per-text values for `op`: cache hits as stored, misses (each distinct text once) computed and stored."""
+    async def _cached(self, engine: Engine, op: str, texts: list[str], compute: Compute) -> list[bytes]:
+        """Per-text values for `op`: cache hits as stored; each missing text computed once and stored.
+
+        "Once" holds across requests too: a text already being computed for another request is awaited, not
+        computed again, so a burst of identical requests on a cold cache (every client starting at once) costs
+        one pass, not one per client.
+        """
         s = self.settings
         keys = [cache_key(s.cache_prefix, engine.model_key, op, text) for text in texts]
         found = await self.cache.get_many(keys)
-        missing = list(dict.fromkeys(text for text, value in zip(texts, found, strict=True) if value is None))
-        self.metrics.cache_hits.labels(op=op).inc(len(texts) - sum(v is None for v in found))
-        self.metrics.cache_misses.labels(op=op).inc(sum(v is None for v in found))
-        if missing:
-            fresh = dict(zip(missing, compute(await engine.batcher.submit(missing)), strict=True))
-            await self.cache.set_many(
-                {cache_key(s.cache_prefix, engine.model_key, op, text): value for text, value in fresh.items()}
-            )
-            found = [value if value is not None else fresh[text] for text, value in zip(texts, found, strict=True)]
-        return found  # type: ignore[return-value]
+        values = {key: value for key, value in zip(keys, found, strict=True) if value is not None}
+        hits = sum(key in values for key in keys)
+        self.metrics.cache_hits.labels(op=op).inc(hits)
+        self.metrics.cache_misses.labels(op=op).inc(len(keys) - hits)
+
+        missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in values}
+        joined = {key: self._inflight[key] for key in missing if key in self._inflight}
+        if joined:
+            self.metrics.coalesced.labels(op=op).inc(len(joined))
+        mine = {key: text for key, text in missing.items() if key not in joined}
+        if mine:
+            task = asyncio.create_task(self._compute(engine, mine, compute))
+            task.add_done_callback(_consume_error)
+            for key in mine:
+                self._inflight[key] = task
+            joined.update(dict.fromkeys(mine, task))
+        for key, pending in joined.items():
+            # shield: a client that goes away must not cancel work other requests are waiting for.
+            values[key] = (await asyncio.shield(pending))[key]
+        return [values[key] for key in keys]
+
+    async def _compute(self, engine: Engine, work: dict[str, str], compute: Compute) -> dict[str, bytes]:
+        """Run the model for `work` (cache key -> text), store the answers, and release the in-flight keys."""
+        try:
+            fresh = dict(zip(work, compute(await engine.batcher.submit(list(work.values()))), strict=True))
+            await self.cache.set_many(fresh)
+            return fresh
+        finally:
+            for key in work:
+                self._inflight.pop(key, None)
 
     def status(self) -> dict[str, object]:
         """Model facts for /health."""

@@ -155,3 +155,28 @@ def test_failed_pass_fails_its_requests_not_the_server(make_client, classifier_d
         assert failed.status_code == 500
         assert failed.json() == {"error": "inference failed; see the server log", "error_type": "inference_failed"}
         assert client.post("/predict", json={"text": ["fine again"]}).status_code == 200
+
+
+def test_identical_concurrent_requests_compute_each_text_once(make_client, classifier_dir) -> None:
+    with make_client(classifier_dir, batch_wait_ms=0) as client:
+        engine = client.app.state.predictor.engines["onnx"]
+        gated = GatedBackend(engine.batcher.backend)
+        engine.batcher.backend = gated
+        body = {"text": ["same one", "same two", "same three"]}
+        with ThreadPoolExecutor(8) as pool:
+            first = pool.submit(client.post, "/predict", json=body)
+            assert gated.entered.wait(10)
+            rest = [pool.submit(client.post, "/predict", json=body) for _ in range(7)]
+            deadline = 100
+            metrics = client.app.state.metrics
+            while metrics.coalesced.labels(op="predict")._value.get() < 21 and deadline:
+                threading.Event().wait(0.02)
+                deadline -= 1
+            gated.gate.set()
+            answers = [first.result()] + [f.result() for f in rest]
+        assert {a.status_code for a in answers} == {200}
+        assert len({a.text for a in answers}) == 1
+        text = client.get("/metrics").text
+        assert 'mlapi_coalesced_texts_total{op="predict"} 21.0' in text
+        # The warm-up pass plus one pass of three texts: nothing computed twice.
+        assert 'mlapi_batch_texts_sum{backend="onnx"} 4.0' in text
