@@ -89,6 +89,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's body reader answers 400 for a body it cannot decode at all (e.g. bytes that are not UTF-8);
+            # to a client that is invalid input like any other malformed JSON.
+            reason = "body is not valid JSON text (UTF-8 expected)"
+            detail = [{"field": "body", "reason": reason, "type": "json_invalid"}]
+            return JSONResponse(error_body(f"body: {reason}", "validation", detail=detail), 422)
         error_type = _HTTP_ERROR_TYPES.get(exc.status_code, "http_error")
         message = str(exc.detail)
         if exc.status_code == 413:

@@ -126,3 +126,11 @@ def test_lone_surrogate_text_is_answered(strict_client) -> None:
     response = strict_client.post("/predict", content=b'{"text": ["\\ud800 broken"]}',
                                   headers={"content-type": "application/json"})
     assert response.status_code in (200, 422)
+
+
+def test_body_that_is_not_utf8_is_a_422(strict_client) -> None:
+    response = strict_client.post("/predict", content=b'{"text": ["\x80\xff"]}',
+                                  headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0] == {
+        "field": "body", "reason": "body is not valid JSON text (UTF-8 expected)", "type": "json_invalid"}
