@@ -59,6 +59,7 @@ class MicroBatcher:
         max_tokens: int,
         wait_ms: float,
         max_queue: int,
+        workers: int = 1,
     ) -> None:
         self.backend = backend
         self._encoder = encoder
@@ -70,7 +71,9 @@ class MicroBatcher:
         self._jobs: list[_Job] = []
         self._pending = 0
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{backend.name}")
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"infer-{backend.name}")
+        self._slots = asyncio.Semaphore(workers)
+        self._passes: set[asyncio.Task[None]] = set()
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -109,36 +112,47 @@ class MicroBatcher:
         return await job.future
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             if not self._jobs:
                 if self._closed:
+                    await asyncio.gather(*self._passes)
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            await self._slots.acquire()  # a free inference worker
             if self._pending < self._max_size and self._wait > 0 and not self._closed:
                 # A short queue: give concurrent requests a moment to join this pass.
                 await asyncio.sleep(self._wait)
-            jobs = self._take()
-            texts = [text for job in jobs for text in job.texts]
-            started = time.perf_counter()
-            try:
-                rows = await loop.run_in_executor(
-                    self._executor, infer_texts, self.backend, self._encoder, texts, self._max_size, self._max_tokens
-                )
-            except Exception:  # a failed pass fails its requests, never the worker
-                log.exception("inference failed for %d texts", len(texts))
-                for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(InferenceFailed("inference failed; see the server log"))
+            if not self._jobs:
+                self._slots.release()
                 continue
-            self._metrics.observe_pass(self.backend.name, len(texts), time.perf_counter() - started)
-            offset = 0
+            task = asyncio.create_task(self._pass(self._take()))
+            self._passes.add(task)
+            task.add_done_callback(self._passes.discard)
+
+    async def _pass(self, jobs: list[_Job]) -> None:
+        """Run one pass for these jobs in the executor and hand each its rows; always frees the worker slot."""
+        texts = [text for job in jobs for text in job.texts]
+        started = time.perf_counter()
+        try:
+            rows = await asyncio.get_running_loop().run_in_executor(
+                self._executor, infer_texts, self.backend, self._encoder, texts, self._max_size, self._max_tokens
+            )
+        except Exception:  # a failed pass fails its requests, never the worker
+            log.exception("inference failed for %d texts", len(texts))
             for job in jobs:
-                if not job.future.done():  # the client may have gone away
-                    job.future.set_result(rows[offset : offset + len(job.texts)])
-                offset += len(job.texts)
+                if not job.future.done():
+                    job.future.set_exception(InferenceFailed("inference failed; see the server log"))
+            return
+        finally:
+            self._slots.release()
+        self._metrics.observe_pass(self.backend.name, len(texts), time.perf_counter() - started)
+        offset = 0
+        for job in jobs:
+            if not job.future.done():  # the client may have gone away
+                job.future.set_result(rows[offset : offset + len(job.texts)])
+            offset += len(job.texts)
 
     def _take(self) -> list[_Job]:
         """Whole jobs from the head of the queue, up to `max_size` texts (always at least one job)."""

@@ -77,7 +77,8 @@ class Predictor:
             self._encoder = TextEncoder(model_dir / TOKENIZER_FILE, manifest.max_length, manifest.input_names)
             for name in self.settings.backends:
                 backend = await asyncio.to_thread(
-                    load_backend, name, model_dir, manifest, self.settings.threads, self.settings.precision
+                    load_backend, name, model_dir, manifest, self.settings.threads, self.settings.precision,
+                    self.settings.inference_workers,
                 )
                 await self._add_engine(backend, manifest)
         except Exception as exc:
@@ -92,7 +93,7 @@ class Predictor:
         s = self.settings
         batcher = MicroBatcher(
             backend, self._encoder, self.metrics, max_size=s.batch_max_size, max_tokens=s.batch_max_tokens,
-            wait_ms=s.batch_wait_ms, max_queue=s.max_queue,
+            wait_ms=s.batch_wait_ms, max_queue=s.max_queue, workers=backend.workers,
         )
         batcher.start()
         model_key = hashlib.sha256(f"{manifest.content_hash}:{backend.fingerprint}".encode()).hexdigest()[:16]

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     extra_backends: Annotated[list[BackendName], NoDecode] = []
     precision: Literal["auto", "int8", "fp32"] = "auto"
     intra_op_threads: int | None = Field(None, ge=1, le=256)
+    inference_workers: int = Field(1, ge=1, le=64)
 
     redis_url: SecretStr | None = None
     cache_enabled: bool = True

@@ -21,6 +21,7 @@ class Backend(Protocol):
 
     name: str
     fingerprint: str
+    workers: int  # passes it can run at the same time
 
     def infer(self, batch: TokenBatch) -> np.ndarray:
         """One output row per text in the batch."""
@@ -28,13 +29,16 @@ class Backend(Protocol):
 
 
 def load_backend(
-    name: str, model_dir: Path, manifest: Manifest, threads: int, precision: str = "auto"
+    name: str, model_dir: Path, manifest: Manifest, threads: int, precision: str = "auto", workers: int = 1
 ) -> Backend:
-    """Load one backend for a baked model; the torch backend is imported only when asked for."""
+    """Load one backend for a baked model; the torch backend is imported only when asked for.
+
+    `workers` splits `threads` over that many concurrent passes (ONNX Runtime only; torch runs one at a time).
+    """
     if name == "onnx":
         from .onnx import OnnxBackend
 
-        return OnnxBackend.from_manifest(model_dir, manifest, threads, precision)
+        return OnnxBackend.from_manifest(model_dir, manifest, threads, precision, workers)
     if name == "torch":
         from .torch import TorchBackend
 

@@ -15,6 +15,7 @@ class TorchBackend:
 
     name = "torch"
     fingerprint = "torch-fp32"
+    workers = 1
 
     def __init__(self, hf_dir: Path, task: str, pooling: str | None, threads: int) -> None:
         import torch

@@ -180,3 +180,57 @@ def test_identical_concurrent_requests_compute_each_text_once(make_client, class
         assert 'mlapi_coalesced_texts_total{op="predict"} 21.0' in text
         # The warm-up pass plus one pass of three texts: nothing computed twice.
         assert 'mlapi_batch_texts_sum{backend="onnx"} 4.0' in text
+
+
+def test_two_workers_run_two_passes_at_once(engine_parts) -> None:
+    backend, encoder = engine_parts
+
+    class Counting:
+        """The real backend, recording how many passes are inside it at once."""
+
+        name, fingerprint, workers = backend.name, backend.fingerprint, 2
+
+        def __init__(self) -> None:
+            self.inside = 0
+            self.most = 0
+            self.lock = threading.Lock()
+            self.both_in = threading.Event()
+
+        def infer(self, batch):  # type: ignore[no-untyped-def]
+            with self.lock:
+                self.inside += 1
+                self.most = max(self.most, self.inside)
+                if self.inside == 2:
+                    self.both_in.set()
+            self.both_in.wait(timeout=5)
+            try:
+                return backend.infer(batch)
+            finally:
+                with self.lock:
+                    self.inside -= 1
+
+    counting = Counting()
+
+    async def run() -> list[np.ndarray]:
+        batcher = MicroBatcher(counting, encoder, Metrics(), max_size=1, max_tokens=4096, wait_ms=0,
+                               max_queue=10, workers=2)
+        batcher.start()
+        try:
+            return await asyncio.gather(batcher.submit(["first text"]), batcher.submit(["second text"]))
+        finally:
+            await batcher.close()
+
+    first, second = asyncio.run(run())
+    assert counting.most == 2
+    np.testing.assert_allclose(first, infer_texts(backend, encoder, ["first text"], 1, 4096), atol=1e-4)
+    np.testing.assert_allclose(second, infer_texts(backend, encoder, ["second text"], 1, 4096), atol=1e-4)
+
+
+def test_onnx_backend_with_two_sessions_matches_one(classifier_dir) -> None:
+    manifest = Manifest.load(classifier_dir)
+    encoder = TextEncoder(classifier_dir / "tokenizer.json", manifest.max_length, manifest.input_names)
+    one = OnnxBackend.from_manifest(classifier_dir, manifest, threads=2, workers=1)
+    two = OnnxBackend.from_manifest(classifier_dir, manifest, threads=2, workers=2)
+    texts = _texts(10)
+    np.testing.assert_allclose(infer_texts(one, encoder, texts, 4, 4096), infer_texts(two, encoder, texts, 4, 4096),
+                               atol=1e-5)
