@@ -8,10 +8,7 @@ their shape is asserted in test_infra_dev_stack.py.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -50,20 +47,12 @@ def manifest_dir(manifests: dict[str, dict[str, Any]], tmp_path_factory: pytest.
     return directory
 
 
-def _checkov() -> str:
-    candidates = [os.environ.get("CHECKOV"), shutil.which("checkov"), str(Path(sys.executable).with_name("checkov"))]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file():
-            return candidate
-    pytest.skip("checkov not found: set CHECKOV to its path or install it on PATH")
-
-
 @pytest.fixture(scope="session")
-def checkov_report(manifest_dir: Path) -> dict[str, Any]:
+def checkov_report(manifest_dir: Path, tool) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """One checkov run over all manifests (it is slow to start; never run it per test)."""
     result = subprocess.run(
-        [_checkov(), "-d", str(manifest_dir), "--framework", "kubernetes", "--output", "json",
-         "--compact", "--skip-check", ",".join(CHECKOV_SKIPS)],
+        [tool("checkov"), "-d", str(manifest_dir), "--framework", "kubernetes", "--output", "json",
+         "--compact", "--skip-download", "--skip-check", ",".join(CHECKOV_SKIPS)],
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert result.stdout, result.stderr
