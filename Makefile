@@ -48,15 +48,17 @@ serve: $(MODEL_DIR)/manifest.json
 	$(VENV)/bin/mlapi serve --model-dir $(MODEL_DIR) --host $(HOST) --port $(PORT)
 
 ## test: the whole suite (service with a real model and real redis-server, infra mocks, image and workflow checks)
-test: $(VENV)/.dev-ready $(TOOLS)/bin/checkov
+test: $(VENV)/.dev-ready $(TOOLS)/bin/checkov lint
 	CHECKOV=$(CURDIR)/$(TOOLS)/bin/checkov TOKENIZERS_PARALLELISM=false $(PY) -m pytest $(PYTEST_ARGS)
 
 ## bench: mlapi against a seed-style server on a DistilBERT-base-sized model, k6-driven; writes load/results/
 bench: $(VENV)/.dev-ready
 	$(PY) load/bench.py $(BENCH_ARGS)
 
+## lint: ruff on everything, mypy on the service (both pinned in the dev extra); part of `make test`
 lint: $(VENV)/.dev-ready
 	$(VENV)/bin/ruff check service infra tests load
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) $(TOOLS) models build *.egg-info .pytest_cache

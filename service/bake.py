@@ -72,10 +72,10 @@ def bake(source: str | None, out: Path, revision: str | None = None, onnx_only: 
         manifest = Manifest(
             source=source or "sentence-transformers/all-MiniLM-L6-v2 (bundled)",
             revision=revision,
-            task=info.task,  # type: ignore[arg-type]
+            task=info.task,
             labels=info.labels if info.task == "text-classification" else list(SENTIMENT_DESCRIPTIONS),
             max_length=info.max_length,
-            pooling=info.pooling,  # type: ignore[arg-type]
+            pooling=info.pooling,
             input_names=input_names,
             onnx_fp32=fp32,
             onnx_int8="model.int8.onnx" if report.chosen == "int8" else None,

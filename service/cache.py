@@ -16,7 +16,8 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
 
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
@@ -24,6 +25,7 @@ from redis.exceptions import RedisError
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def cache_key(prefix: str, model_key: str, op: str, text: str) -> str:
@@ -152,7 +154,8 @@ class RedisCache:
             self._failed(exc)
             return [None] * len(keys)
         self._ok()
-        return list(values)
+        # decode_responses is off, so values are bytes (or None for a miss).
+        return [value if value is None or isinstance(value, bytes) else value.encode() for value in values]
 
     async def set_many(self, items: dict[str, bytes]) -> None:
         if not items or not self._available():
@@ -167,7 +170,7 @@ class RedisCache:
             return
         self._ok()
 
-    async def _bounded(self, awaitable):  # type: ignore[no-untyped-def]
+    async def _bounded(self, awaitable: Awaitable[T]) -> T:
         # The socket timeout bounds each read; this bounds the whole call (connect + write + read).
         return await asyncio.wait_for(awaitable, timeout=self._timeout * 2)
 

@@ -104,7 +104,7 @@ def inspect_source(path: Path) -> SourceModel:
     )
 
 
-def load_torch_model(source: SourceModel):  # type: ignore[no-untyped-def]
+def load_torch_model(source: SourceModel):
     """The checkpoint as a torch module in eval mode, eager attention (what the ONNX exporter traces well)."""
     from transformers import AutoModel, AutoModelForSequenceClassification
 
@@ -112,7 +112,7 @@ def load_torch_model(source: SourceModel):  # type: ignore[no-untyped-def]
     return loader.from_pretrained(str(source.path), attn_implementation="eager").eval()
 
 
-def export_onnx(source: SourceModel, model, tokenizer, out: Path) -> list[str]:  # type: ignore[no-untyped-def]
+def export_onnx(source: SourceModel, model, tokenizer, out: Path) -> list[str]:
     """Write an fp32 ONNX graph with dynamic batch and sequence axes; returns its input names."""
     import torch
 

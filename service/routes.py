@@ -3,7 +3,7 @@
 # No `from __future__ import annotations` here: FastAPI must see the request model classes built at runtime.
 
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -11,7 +11,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .metrics import Metrics
 from .predictor import Predictor
-from .schemas import ErrorResponse, HealthResponse, PredictResponse, QueryResponse, build_request_models
+from .schemas import (
+    ErrorResponse,
+    HealthResponse,
+    PredictRequest,
+    PredictResponse,
+    QueryRequest,
+    QueryResponse,
+    build_request_models,
+)
 from .settings import Settings
 
 
@@ -48,17 +56,19 @@ def build_router(settings: Settings) -> APIRouter:
     async def predict(
         body: predict_request, predictor: PredictorDep, metrics: MetricsDep, backend: BackendQuery = None  # type: ignore[valid-type]
     ) -> Response:
-        metrics.texts.labels(route="predict").inc(len(body.text))
+        texts = cast(PredictRequest, body).text
+        metrics.texts.labels(route="predict").inc(len(texts))
         # Already-serialised JSON (see Predictor.predict); the response model documents its shape.
-        return Response(await predictor.predict(body.text, backend), media_type="application/json")
+        return Response(await predictor.predict(texts, backend), media_type="application/json")
 
     @router.post("/query", responses=_ERRORS, summary="Rank candidate labels for a sentence")
     async def query(
         body: query_request, predictor: PredictorDep, metrics: MetricsDep, backend: BackendQuery = None  # type: ignore[valid-type]
     ) -> QueryResponse:
-        metrics.texts.labels(route="query").inc(1 + len(body.labels))
-        label, scores = await predictor.query(body.sentence, body.labels, backend)
-        return QueryResponse(label=label, scores=scores)  # type: ignore[arg-type]
+        request = cast(QueryRequest, body)
+        metrics.texts.labels(route="query").inc(1 + len(request.labels))
+        label, scores = await predictor.query(request.sentence, request.labels, backend)
+        return QueryResponse.model_validate({"label": label, "scores": scores})
 
     @router.get("/health", responses={503: {"model": HealthResponse, "description": "Not ready"}})
     async def health(request: Request, predictor: PredictorDep) -> HealthResponse:

@@ -42,6 +42,28 @@ class HealthResponse(BaseModel):
     backends: list[str] = Field(default_factory=list)
 
 
+class PredictRequest(BaseModel):
+    """The /predict body; `build_request_models` adds this server's limits."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"text": ["This is fun", "the movie was awful"]}]}
+    )
+    text: list[str]
+
+
+class QueryRequest(BaseModel):
+    """The /query body; `build_request_models` adds this server's limits."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"sentence": "feeling like a million bucks", "labels": ["happy", "sad", "rich"]}]
+        },
+    )
+    sentence: str
+    labels: list[str]
+
+
 class ErrorResponse(BaseModel):
     """The body of every error answer."""
 
@@ -58,15 +80,13 @@ def _no_duplicates(labels: list[str]) -> list[str]:
     return labels
 
 
-def build_request_models(settings: Settings) -> tuple[type[BaseModel], type[BaseModel]]:
+def build_request_models(settings: Settings) -> tuple[type[PredictRequest], type[QueryRequest]]:
     """Request models with this server's limits: (PredictRequest, QueryRequest)."""
     text = Annotated[str, StringConstraints(max_length=settings.max_chars, strict=True)]
     label = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True, strict=True)]
     predict = create_model(
         "PredictRequest",
-        __config__=ConfigDict(
-            extra="forbid", json_schema_extra={"examples": [{"text": ["This is fun", "the movie was awful"]}]}
-        ),
+        __base__=PredictRequest,
         text=(
             list[text],
             Field(min_length=1, max_length=settings.max_batch, description="Texts to classify; a blank text is valid"),
@@ -74,12 +94,7 @@ def build_request_models(settings: Settings) -> tuple[type[BaseModel], type[Base
     )
     query = create_model(
         "QueryRequest",
-        __config__=ConfigDict(
-            extra="forbid",
-            json_schema_extra={
-                "examples": [{"sentence": "feeling like a million bucks", "labels": ["happy", "sad", "rich"]}]
-            },
-        ),
+        __base__=QueryRequest,
         __validators__={"labels_unique": field_validator("labels")(_no_duplicates)},
         sentence=(text, Field(description="The sentence to label")),
         labels=(list[label], Field(min_length=1, max_length=settings.max_labels, description="Candidate labels")),

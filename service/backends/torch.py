@@ -46,7 +46,7 @@ class TorchBackend:
             return pool(out.last_hidden_state, inputs["attention_mask"], self._pooling).numpy()
 
 
-def pool(hidden, attention_mask, mode: str):  # type: ignore[no-untyped-def]
+def pool(hidden, attention_mask, mode: str):
     """Sentence embedding from token states: masked mean or [CLS], then unit length (as sentence-transformers)."""
     import torch
 
