@@ -102,11 +102,8 @@ class Predictor:
             descriptions = manifest.zero_shot.descriptions
             flat = [text for label in manifest.labels for text in descriptions[label]]
             rows = await batcher.submit(flat)  # also the warm-up pass
-            grouped, start = {}, 0
-            for label in manifest.labels:
-                grouped[label] = rows[start : start + len(descriptions[label])]
-                start += len(descriptions[label])
-            _, engine.label_vectors = label_prototypes(grouped)
+            bounds = np.cumsum([len(descriptions[label]) for label in manifest.labels])[:-1]
+            engine.label_vectors = label_prototypes(np.split(rows, bounds))
         else:
             await batcher.submit(["warm up"])
         self.engines[backend.name] = engine
@@ -154,7 +151,8 @@ class Predictor:
             )
 
         def compute(rows: np.ndarray) -> list[bytes]:
-            return [unit(row).astype(np.float32).tobytes() for row in rows]
+            # The graph already returns unit-length embeddings; zero_shot normalises what it compares anyway.
+            return [row.astype(np.float32).tobytes() for row in rows]
 
         values = await self._cached(engine, "embed", [sentence, *labels], compute)
         vectors = np.stack([np.frombuffer(v, dtype=np.float32) for v in values])

@@ -28,10 +28,9 @@ def unit(vectors: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
 
 
-def label_prototypes(description_embeddings: dict[str, np.ndarray]) -> tuple[list[str], np.ndarray]:
-    """One unit vector per label: the mean of its descriptions' embeddings."""
-    labels = list(description_embeddings)
-    return labels, unit(np.stack([unit(description_embeddings[label]).mean(axis=0) for label in labels]))
+def label_prototypes(description_embeddings: list[np.ndarray]) -> np.ndarray:
+    """One unit vector per label, in the given order: the mean of that label's description embeddings."""
+    return unit(np.stack([unit(embeddings).mean(axis=0) for embeddings in description_embeddings]))
 
 
 def zero_shot(text_embeddings: np.ndarray, label_vectors: np.ndarray, temperature: float) -> np.ndarray:
