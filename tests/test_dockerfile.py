@@ -384,7 +384,7 @@ def test_dockerignore_admits_exactly_what_the_dockerfile_copies(stages: dict[str
         assert not dockerignore_excludes(patterns, src)
         assert (ROOT / src).exists(), f"{src} is copied into the image but missing from the repository"
     for path in (".venv/bin/python", "load/results/run.json", "tests/test_x.py", "models/m.onnx",
-                 "infra/__main__.py", ".git/HEAD", "service/__pycache__/cli.cpython-311.pyc"):
+                 "infra/__main__.py", ".git/HEAD", "service/mlapi/__pycache__/cli.cpython-311.pyc"):
         assert dockerignore_excludes(patterns, path), path
 
 

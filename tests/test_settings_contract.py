@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from service.settings import setting_variables
+from mlapi.settings import setting_variables
 
 ROOT = Path(__file__).resolve().parents[1]
 _NAME = re.compile(r"\bMLAPI_[A-Z0-9_]+\b")

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-
-from service.app import create_app
-from service.settings import Settings
+from mlapi.app import create_app
+from mlapi.settings import Settings
 
 
 def wait_ready(client: TestClient, path: str = "/health", timeout: float = 60.0) -> dict:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 
 from fastapi.testclient import TestClient
-
-from service.app import create_app
-from service.settings import Settings
+from mlapi.app import create_app
+from mlapi.settings import Settings
 
 
 def test_health_reports_model_and_cache(minilm_client) -> None:

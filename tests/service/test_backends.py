@@ -6,12 +6,11 @@ import sys
 
 import numpy as np
 import pytest
-
-from service.backends import load_backend
-from service.batching import infer_texts
-from service.manifest import Manifest
-from service.quantize import PROBE_TEXTS
-from service.tokenization import TextEncoder
+from mlapi.backends import load_backend
+from mlapi.batching import infer_texts
+from mlapi.manifest import Manifest
+from mlapi.quantize import PROBE_TEXTS
+from mlapi.tokenization import TextEncoder
 
 
 def _rows(model_dir, backend: str, precision: str = "auto") -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -63,8 +62,8 @@ def test_onnx_serving_never_imports_torch(minilm_dir) -> None:
     code = (
         "import sys\n"
         "from fastapi.testclient import TestClient\n"
-        "from service.app import create_app\n"
-        "from service.settings import Settings\n"
+        "from mlapi.app import create_app\n"
+        "from mlapi.settings import Settings\n"
         f"app = create_app(Settings(model_dir={str(minilm_dir)!r}))\n"
         "import time\n"
         "with TestClient(app) as c:\n"

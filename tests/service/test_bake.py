@@ -7,8 +7,7 @@ import subprocess
 import sys
 
 import pytest
-
-from service.manifest import Manifest, content_hash
+from mlapi.manifest import Manifest, content_hash
 
 
 def test_bake_bundled_default_writes_a_complete_directory(minilm_dir) -> None:
@@ -56,7 +55,7 @@ def test_cli_bake_with_the_image_flags_replaces_the_output(tmp_path, classifier_
     source = classifier_dir.parent / "source"
     # The Dockerfile's bake line: mlapi bake "$MODEL_ID" --revision "$MODEL_REVISION" --out DIR --onnx-only
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "bake", str(source), "--revision", "main", "--out", str(out),
+        [sys.executable, "-m", "mlapi", "bake", str(source), "--revision", "main", "--out", str(out),
          "--onnx-only", "--no-int8"],
         capture_output=True, text=True, timeout=300,
     )
@@ -74,7 +73,7 @@ def test_cli_bake_with_the_image_flags_replaces_the_output(tmp_path, classifier_
 def test_bake_of_a_missing_source_fails_clearly_and_leaves_nothing(tmp_path) -> None:
     out = tmp_path / "model"
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "bake", "no-such-org/no-such-model", "--revision", "v1",
+        [sys.executable, "-m", "mlapi", "bake", "no-such-org/no-such-model", "--revision", "v1",
          "--out", str(out)],
         capture_output=True, text=True, timeout=300,
         env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")},

@@ -9,13 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
-from service.backends.onnx import OnnxBackend
-from service.batching import MicroBatcher, infer_texts
-from service.errors import Overloaded
-from service.manifest import Manifest
-from service.metrics import Metrics
-from service.tokenization import TextEncoder
+from mlapi.backends.onnx import OnnxBackend
+from mlapi.batching import MicroBatcher, infer_texts
+from mlapi.errors import Overloaded
+from mlapi.manifest import Manifest
+from mlapi.metrics import Metrics
+from mlapi.tokenization import TextEncoder
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,7 @@ import threading
 import time
 
 import pytest
-
-from service.cache import cache_key
+from mlapi.cache import cache_key
 
 KEY_RE = re.compile(r"^fastapi-cache-project::[0-9a-f]{16}:[0-9a-f]{40}$")
 

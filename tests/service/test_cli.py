@@ -23,7 +23,7 @@ def _get(url: str) -> tuple[int, bytes]:
 def test_serve_answers_then_stops_on_sigterm(minilm_dir, unused_port: int) -> None:
     env = {**os.environ, "MLAPI_PATH_PREFIX": "/project"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--model-dir", str(minilm_dir), "--port", str(unused_port)],
+        [sys.executable, "-m", "mlapi", "serve", "--model-dir", str(minilm_dir), "--port", str(unused_port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{unused_port}/project"
@@ -54,7 +54,7 @@ def test_sigterm_lets_the_request_in_flight_finish(minilm_dir, unused_port: int)
     import threading
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "serve", "--model-dir", str(minilm_dir), "--port", str(unused_port)],
+        [sys.executable, "-m", "mlapi", "serve", "--model-dir", str(minilm_dir), "--port", str(unused_port)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{unused_port}"
@@ -95,7 +95,7 @@ def test_sigterm_lets_the_request_in_flight_finish(minilm_dir, unused_port: int)
 
 def test_serve_refuses_bad_config_naming_the_variable(minilm_dir) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--model-dir", str(minilm_dir)],
+        [sys.executable, "-m", "mlapi", "serve", "--model-dir", str(minilm_dir)],
         env={**os.environ, "MLAPI_PATH_PREFIX": "no-slash"}, capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2
@@ -104,7 +104,7 @@ def test_serve_refuses_bad_config_naming_the_variable(minilm_dir) -> None:
 
 def test_serve_refuses_an_unbaked_directory(tmp_path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve", "--model-dir", str(tmp_path)],
+        [sys.executable, "-m", "mlapi", "serve", "--model-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2

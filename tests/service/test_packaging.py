@@ -24,11 +24,11 @@ def test_torch_is_pinned_to_the_cpu_build_version() -> None:
 
 
 def test_console_script_is_mlapi() -> None:
-    assert PYPROJECT["project"]["scripts"] == {"mlapi": "service.cli:main"}
+    assert PYPROJECT["project"]["scripts"] == {"mlapi": "mlapi.cli:main"}
 
 
 def test_server_modules_do_not_import_torch_at_module_level() -> None:
-    root = Path(__file__).resolve().parents[2] / "service"
+    root = Path(__file__).resolve().parents[2] / "service" / "mlapi"
     serving = ["app.py", "routes.py", "predictor.py", "batching.py", "cache.py", "tokenization.py", "scoring.py",
                "settings.py", "schemas.py", "errors.py", "metrics.py", "middleware.py", "manifest.py",
                "backends/__init__.py", "backends/onnx.py", "cli.py"]

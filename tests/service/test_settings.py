@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from mlapi.settings import Settings, setting_variables, unknown_variables, usable_cpus
 from pydantic import ValidationError
-
-from service.settings import Settings, setting_variables, unknown_variables, usable_cpus
 
 
 def test_defaults_are_the_documented_ones() -> None:

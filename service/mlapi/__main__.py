@@ -1,0 +1,7 @@
+"""`python -m mlapi ...`: the same command line as the `mlapi` console script."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
