@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import pulumi
 
+from infra.timeouts import MAX_REQUEST_TIMEOUT_SECONDS, Timeouts
+
 NAMESPACE = "mlapi"
+# The directory holding Pulumi.yaml. The CLI runs the program (and its provider plugins) with `infra/` as the
+# working directory (pulumi/pulumi pkg/engine/project.go, getPwdMain), so every path the program hands to a
+# provider is made absolute from here, never left relative to whatever the working directory is.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 Platform = Literal["eks", "fargate"]
 NatStrategy = Literal["single", "one-per-az"]
 
@@ -52,11 +58,10 @@ class ModelService:
     cpu_target_percent: int
     requests_per_target: int
     cache_prefix: str
-
-    @property
-    def threads(self) -> int:
-        """Intra-op threads: the whole CPUs the workload may use, so inference never oversubscribes its quota."""
-        return max(1, math.ceil(self.cpu_millicores / 1000))
+    # Unset: the service sizes its threads and workers from its cgroup CPU quota, which is the right answer
+    # unless an operator measured otherwise.
+    intra_op_threads: int | None = None
+    inference_workers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,11 @@ class NetworkSettings:
 
 @dataclass(frozen=True)
 class ImageSettings:
-    """How the service image is built and kept: context, Dockerfile, preview builds, images retained in ECR."""
+    """How the service image is built and kept: context, Dockerfile, preview builds, images retained in ECR.
+
+    `context` and `dockerfile` are absolute paths (resolved from the project directory), so docker-build's Check
+    finds them whatever the provider's working directory.
+    """
 
     context: str
     dockerfile: str
@@ -126,6 +135,7 @@ class StackConfig:
     cache: CacheSettings
     fargate: FargateSettings
     log_retention_days: int
+    timeouts: Timeouts
     services: tuple[ModelService, ...]
 
     @property
@@ -165,6 +175,7 @@ DEFAULTS: dict[str, Any] = {
     "certificateArn": "",
     "healthCheckGraceSeconds": 300,
     "logRetentionDays": 14,
+    "requestTimeoutSeconds": 30,
 }
 SERVICE_DEFAULTS: dict[str, Any] = {
     "modelRevision": "main",
@@ -175,7 +186,8 @@ SERVICE_DEFAULTS: dict[str, Any] = {
     "cpuTarget": 70,
     "requestsPerTarget": 200,
 }
-_SERVICE_KEYS = {"name", "modelId", "pathPrefix", "cachePrefix", *SERVICE_DEFAULTS}
+_SERVICE_KEYS = {"name", "modelId", "pathPrefix", "cachePrefix", "intraOpThreads", "inferenceWorkers",
+                 *SERVICE_DEFAULTS}
 _KNOWN_KEYS = {*DEFAULTS, "services"}
 
 
@@ -260,6 +272,10 @@ def _service(index: int, item: Any) -> ModelService:
         cpu_target_percent=_int(raw, "cpuTarget", f"{where}.cpuTarget", 10, 95),
         requests_per_target=_int(raw, "requestsPerTarget", f"{where}.requestsPerTarget", 1, 100_000),
         cache_prefix=str(raw.get("cachePrefix") or f"{NAMESPACE}-{name}"),
+        intra_op_threads=_int(raw, "intraOpThreads", f"{where}.intraOpThreads", 1, 64) if "intraOpThreads" in raw
+        else None,
+        inference_workers=_int(raw, "inferenceWorkers", f"{where}.inferenceWorkers", 1, 64)
+        if "inferenceWorkers" in raw else None,
     )
 
 
@@ -339,8 +355,7 @@ def build_config(raw_values: Mapping[str, Any], *, project: str, stack: str, reg
             nat_gateways=nat,
         ),
         image=ImageSettings(
-            context=_str(raw, "imageContext", "imageContext"),
-            dockerfile=_str(raw, "dockerfile", "dockerfile"),
+            **_build_paths(raw),
             build_on_preview=_bool(raw, "buildOnPreview", "buildOnPreview"),
             keep_images=_int(raw, "keepImages", "keepImages", 1, 1000),
         ),
@@ -367,8 +382,23 @@ def build_config(raw_values: Mapping[str, Any], *, project: str, stack: str, reg
             health_check_grace_seconds=_int(raw, "healthCheckGraceSeconds", "healthCheckGraceSeconds", 0, 7200),
         ),
         log_retention_days=_retention(raw),
+        timeouts=Timeouts(
+            _int(raw, "requestTimeoutSeconds", "requestTimeoutSeconds", 1, MAX_REQUEST_TIMEOUT_SECONDS)
+        ),
         services=_services(raw),
     )
+
+
+def _build_paths(raw: Mapping[str, Any]) -> dict[str, str]:
+    """`imageContext` relative to the project directory and `dockerfile` relative to the context, as absolute
+    paths that must exist: a missing Dockerfile fails here, naming the key, instead of in the provider."""
+    context = (PROJECT_ROOT / _str(raw, "imageContext", "imageContext")).resolve()
+    if not context.is_dir():
+        raise ConfigError("imageContext", f"{context} is not a directory (paths are relative to {PROJECT_ROOT})")
+    dockerfile = (context / _str(raw, "dockerfile", "dockerfile")).resolve()
+    if not dockerfile.is_file():
+        raise ConfigError("dockerfile", f"{dockerfile} does not exist (paths are relative to imageContext)")
+    return {"context": str(context), "dockerfile": str(dockerfile)}
 
 
 # CloudWatch Logs accepts only these retention periods (PutRetentionPolicy API reference).

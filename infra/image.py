@@ -7,7 +7,9 @@ tag can never change what runs.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,19 +21,94 @@ import pulumi_docker_build as docker_build
 from infra.config import ModelService
 from infra.registry import BUILD_CACHE_SUFFIX
 
-# Files whose change must produce a new image tag (tags are immutable in the repository).
-_HASHED_GLOBS = ("Dockerfile", ".dockerignore", "pyproject.toml", "service/**/*.py")
+
+@dataclass(frozen=True)
+class Rule:
+    """One .dockerignore line: the cleaned pattern, its regex over slash-separated paths, and `!` or not."""
+
+    text: str
+    regex: re.Pattern[str]
+    negate: bool
 
 
-def context_hash(context: Path, dockerfile: str) -> str:
-    """A short digest of the build inputs, so every code change gets a fresh, never-reused tag."""
+def _pattern(line: str) -> Rule:
+    """One .dockerignore line as a `Rule`."""
+    negate = line.startswith("!")
+    text = line[1:].strip() if negate else line
+    text = "/".join(part for part in text.strip("/").split("/") if part not in ("", "."))
+    out, i = "", 0
+    while i < len(text):
+        if text.startswith("**", i):
+            # `**/` matches any number of directories, a trailing `**` anything below.
+            out += "(?:.*/)?" if text.startswith("**/", i) else ".*"
+            i += 3 if text.startswith("**/", i) else 2
+        elif text[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif text[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(text[i]), i + 1
+    return Rule(text, re.compile(out + r"\Z"), negate)
+
+
+def dockerignore_patterns(context: Path) -> list[Rule]:
+    """The context's .dockerignore rules in order (comments and blank lines dropped)."""
+    ignore = context / ".dockerignore"
+    lines = ignore.read_text().splitlines() if ignore.is_file() else []
+    return [_pattern(line.strip()) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def is_sent(relative: str, rules: list[Rule]) -> bool:
+    """Whether docker sends a file: the last rule matching the path or one of its parent directories wins
+    (moby/patternmatcher `MatchesOrParentMatches`, the semantics BuildKit applies to .dockerignore)."""
+    parts = relative.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    sent = True
+    for rule in rules:
+        if any(rule.regex.match(c) for c in candidates):
+            sent = rule.negate
+    return sent
+
+
+def _may_reinclude(directory: str, rules: list[Rule]) -> bool:
+    """Whether an exception rule could match something below an excluded directory (else skip walking it)."""
+    parts = directory.split("/")
+    for rule in rules:
+        if not rule.negate:
+            continue
+        segments = rule.text.split("/")
+        head = segments[: len(parts)]
+        if "**" in rule.text or (
+            len(segments) > len(parts) and all(fnmatch.fnmatchcase(p, s) for p, s in zip(parts, head, strict=True))
+        ):
+            return True
+    return False
+
+
+def context_files(context: Path) -> list[Path]:
+    """Every file of the build context that docker would send, sorted."""
+    rules = dockerignore_patterns(context)
+    found: list[Path] = []
+    for root, dirs, files in os.walk(context):
+        base = Path(root).relative_to(context).as_posix()
+        prefix = "" if base == "." else base + "/"
+        dirs[:] = sorted(d for d in dirs if is_sent(prefix + d, rules) or _may_reinclude(prefix + d, rules))
+        found.extend(Path(root, f) for f in files if is_sent(prefix + f, rules))
+    return sorted(found)
+
+
+def context_hash(context: Path, dockerfile: Path) -> str:
+    """A short digest of exactly what a build reads: the Dockerfile plus the context as .dockerignore filters it.
+
+    Tags are immutable in the repository, so any change to a file the image can copy must give a new tag, and a
+    change to anything docker never sees must not (it would rebuild and re-push an existing tag, which ECR
+    refuses with ImageTagAlreadyExistsException).
+    """
     digest = hashlib.sha256()
-    paths: set[Path] = {context / dockerfile}
-    for pattern in _HASHED_GLOBS:
-        paths.update(context.glob(pattern))
-    for path in sorted(p for p in paths if p.is_file()):
-        digest.update(path.relative_to(context).as_posix().encode())
-        digest.update(path.read_bytes())
+    digest.update(b"dockerfile\0" + dockerfile.read_bytes())
+    for path in context_files(context):
+        digest.update(path.relative_to(context).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:12]
 
 
@@ -48,8 +125,8 @@ class ModelImageArgs:
     service: ModelService
     repository_url: pulumi.Input[str]
     registry_id: pulumi.Input[str]
-    context: str
-    dockerfile: str
+    context: str  # absolute
+    dockerfile: str  # absolute
     source_hash: str
     build_on_preview: bool
 
@@ -67,8 +144,9 @@ class ModelImage(pulumi.ComponentResource):
         cache_ref = pulumi.Output.concat(args.repository_url, ":", args.service.name, "-", BUILD_CACHE_SUFFIX)
         image = docker_build.Image(
             f"{name}-image",
+            # Absolute paths: the provider runs with infra/ as its working directory.
             context=docker_build.BuildContextArgs(location=args.context),
-            dockerfile=docker_build.DockerfileArgs(location=f"{args.context.rstrip('/')}/{args.dockerfile}"),
+            dockerfile=docker_build.DockerfileArgs(location=args.dockerfile),
             platforms=[docker_build.Platform.LINUX_AMD64],
             build_args={"MODEL_ID": args.service.model_id, "MODEL_REVISION": args.service.model_revision},
             # Tags must carry the registry host or the push goes to docker.io (pulumi-docker-build #241).

@@ -40,16 +40,19 @@ class MeshArgs:
     provider: k8s.Provider
     app_namespace: pulumi.Input[str]
     routes: list[Route]
+    route_timeout_seconds: int
     depends_on: list[pulumi.Resource]
 
 
-def http_routes(routes: list[Route]) -> list[dict[str, object]]:
-    """VirtualService `http` entries: `/x` exactly and `/x/...`, so `/x` never captures `/xy`."""
+def http_routes(routes: list[Route], timeout_seconds: int) -> list[dict[str, object]]:
+    """VirtualService `http` entries: `/x` exactly and `/x/...`, so `/x` never captures `/xy`; the timeout lets
+    the service's own 503 (request timeout) reach the client before the proxy gives up."""
     return [
         {
             "name": route.path_prefix.strip("/").replace("/", "-"),
             "match": [{"uri": {"exact": route.path_prefix}}, {"uri": {"prefix": route.path_prefix + "/"}}],
             "route": [{"destination": {"host": route.service_host, "port": {"number": route.service_port}}}],
+            "timeout": f"{timeout_seconds}s",
         }
         for route in routes
     ]
@@ -133,7 +136,7 @@ class Mesh(pulumi.ComponentResource):
             spec={
                 "hosts": ["*"],
                 "gateways": [f"{GATEWAY_NAMESPACE}/{GATEWAY_NAME}"],
-                "http": http_routes(args.routes),
+                "http": http_routes(args.routes, args.route_timeout_seconds),
             },
             opts=crd_ready,
         )

@@ -15,9 +15,10 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.config import ModelService
+from infra.container_env import CONTAINER_PORT, health_path, model_env
 from infra.mesh import GATEWAY_NAMESPACE
+from infra.timeouts import Timeouts
 
-CONTAINER_PORT = 8000
 SERVICE_PORT = 80
 RUN_AS = 10001  # the image's numeric USER; checkov CKV_K8S_40 wants >= 10000
 REDIS_SECRET_KEY = "redis-url"
@@ -38,6 +39,7 @@ class WorkloadsArgs:
     namespace: str
     services: list[WorkloadService]
     redis_url: pulumi.Input[str]
+    timeouts: Timeouts
     provider: k8s.Provider
     depends_on: list[pulumi.Resource]
 
@@ -47,25 +49,24 @@ def labels(service: ModelService) -> dict[str, str]:
     return {"app.kubernetes.io/name": service.name, "app.kubernetes.io/part-of": "mlapi"}
 
 
-def container_env(service: ModelService, secret_name: str) -> list[dict[str, Any]]:
+def container_env(service: ModelService, timeouts: Timeouts, secret_name: pulumi.Input[str]) -> list[dict[str, Any]]:
     """The `MLAPI_*` settings of one service; the Redis URL by reference to the Secret only."""
     return [
-        {"name": "MLAPI_HOST", "value": "0.0.0.0"},
-        {"name": "MLAPI_PORT", "value": str(CONTAINER_PORT)},
-        {"name": "MLAPI_PATH_PREFIX", "value": service.path_prefix},
-        {"name": "MLAPI_CACHE_PREFIX", "value": service.cache_prefix},
-        {"name": "MLAPI_INTRA_OP_THREADS", "value": str(service.threads)},
+        *({"name": k, "value": v} for k, v in model_env(service, timeouts).items()),
         {"name": "MLAPI_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": secret_name, "key": REDIS_SECRET_KEY}}},
     ]
 
 
-def pod_spec(service: ModelService, image: pulumi.Input[str], secret_name: str) -> dict[str, Any]:
+def pod_spec(
+    service: ModelService, timeouts: Timeouts, image: pulumi.Input[str], secret_name: pulumi.Input[str]
+) -> dict[str, Any]:
     """Restricted, probed, zone-spread pod for one model service."""
-    health = {"httpGet": {"path": f"{service.path_prefix}/health", "port": "http"}}
+    health = {"httpGet": {"path": health_path(service), "port": "http"}}
     resources = {"cpu": f"{service.cpu_millicores}m", "memory": f"{service.memory_mib}Mi"}
     return {
         "automountServiceAccountToken": False,
-        "terminationGracePeriodSeconds": 45,
+        # Counted from the start of preStop: the sleep, then the server's graceful shutdown, then SIGKILL.
+        "terminationGracePeriodSeconds": timeouts.termination_grace_seconds,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUN_AS,
@@ -88,15 +89,16 @@ def pod_spec(service: ModelService, image: pulumi.Input[str], secret_name: str) 
                 "image": image,
                 "imagePullPolicy": "IfNotPresent",
                 "ports": [{"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
-                "env": container_env(service, secret_name),
+                "env": container_env(service, timeouts, secret_name),
                 # Requests equal limits: the model's memory is resident, and threads are sized to the CPU limit.
                 "resources": {"requests": resources, "limits": resources},
                 # Loading the model can take minutes on a cold node; startup allows 5 min before liveness counts.
                 "startupProbe": {**health, "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 60},
-                "readinessProbe": {**health, "periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3},
+                # /health answers 503 while draining: one failed check takes the pod out of the endpoints.
+                "readinessProbe": {**health, "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 1},
                 "livenessProbe": {**health, "periodSeconds": 20, "timeoutSeconds": 5, "failureThreshold": 3},
                 # Let endpoint removal reach the gateway before SIGTERM starts the graceful shutdown.
-                "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+                "lifecycle": {"preStop": {"sleep": {"seconds": timeouts.pre_stop_seconds}}},
                 "securityContext": {
                     "allowPrivilegeEscalation": False,
                     "readOnlyRootFilesystem": True,
@@ -121,6 +123,7 @@ class Workloads(pulumi.ComponentResource):
     def __init__(self, name: str, args: WorkloadsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlapi:workloads:Workloads", name, None, opts)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=args.depends_on)
+        self._timeouts = args.timeouts
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata={
@@ -166,7 +169,7 @@ class Workloads(pulumi.ComponentResource):
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
                 "template": {
                     "metadata": {"labels": labels(svc)},
-                    "spec": pod_spec(svc, item.image, secret.metadata["name"]),
+                    "spec": pod_spec(svc, self._timeouts, item.image, secret.metadata["name"]),
                 },
             },
             opts=k8s_opts,

@@ -16,6 +16,9 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+# The Pulumi CLI runs the program with `main` (infra/) as its working directory (pulumi/pulumi
+# pkg/engine/project.go, getPwdMain); so do the tests.
+PROGRAM_DIR = REPO / "infra"
 # Helpers beside this file and the program under test, importable whatever pytest's import mode.
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(REPO)]
 
@@ -42,6 +45,7 @@ class ProgramRun:
     resources: list[Recorded]
     outputs: dict[str, Any]
     config: dict[str, str]
+    preview: bool = False
 
     def of_type(self, typ: str) -> list[Recorded]:
         return [r for r in self.resources if r.typ == typ]
@@ -52,11 +56,12 @@ class ProgramRun:
         return found[0]
 
 
-def run_program(stack: str, overrides: dict[str, str] | None = None) -> ProgramRun:
-    """Run infra/__main__.py under mocks with the stack file's config (plus `overrides`)."""
+def run_program(stack: str, overrides: dict[str, str] | None = None, *, preview: bool = False) -> ProgramRun:
+    """Run infra/__main__.py under mocks with the stack file's config (plus `overrides`), from infra/ as the
+    working directory, as `pulumi up` (or, with `preview`, `pulumi preview` of a new stack) would."""
     config = {**stack_config(stack), **(overrides or {})}
-    mocks = RecordingMocks()
-    pulumi.runtime.set_mocks(mocks, project="mlapi", stack=stack, preview=False, monitor=NoReferencesMonitor(mocks))
+    mocks = RecordingMocks(preview=preview)
+    pulumi.runtime.set_mocks(mocks, project="mlapi", stack=stack, preview=preview, monitor=NoReferencesMonitor(mocks))
     pulumi.runtime.set_all_config(config)
     outputs: dict[str, Any] = {}
 
@@ -64,26 +69,17 @@ def run_program(stack: str, overrides: dict[str, str] | None = None) -> ProgramR
     @pulumi.runtime.test
     def program() -> pulumi.Output[Any]:
         cwd = os.getcwd()
-        os.chdir(REPO)
+        os.chdir(PROGRAM_DIR)
         try:
-            module = runpy.run_path(str(REPO / "infra"), run_name="__main__")
+            module = runpy.run_path(str(PROGRAM_DIR), run_name="__main__")
         finally:
             os.chdir(cwd)
-        exported = {
-            "service_urls": pulumi.Output.from_input(module["urls"]),
-            "repositoryUrl": module["registry"].repository_url,
-            "redisEndpoint": module["cache"].endpoint,
-            "redisUrl": module["cache"].url,
-        }
-        if "cluster" in module and module["cfg"].platform == "eks":
-            exported["clusterName"] = module["cluster"].cluster_name
-            exported["kubeconfig"] = module["cluster"].kubeconfig
-        if "platform" in module and module["cfg"].platform == "fargate":
-            exported["ecsClusterName"] = module["platform"].cluster_name
+        exported = {key: pulumi.Output.from_input(value) for key, value in module["outputs"].items()}
+        exported["redisUrl"] = module["base"].cache.url
         return pulumi.Output.all(**exported).apply(outputs.update)
 
     program()
-    return ProgramRun(resources=mocks.resources, outputs=outputs, config=config)
+    return ProgramRun(resources=mocks.resources, outputs=outputs, config=config, preview=preview)
 
 
 @pytest.fixture(scope="session")
@@ -96,6 +92,18 @@ def dev() -> ProgramRun:
 def fargate() -> ProgramRun:
     """The `fargate` stack (ECS Fargate) as declared by the program."""
     return run_program("fargate")
+
+
+@pytest.fixture(scope="session")
+def dev_preview() -> ProgramRun:
+    """The `dev` stack as a first `pulumi preview` sees it: every computed value unknown."""
+    return run_program("dev", preview=True)
+
+
+@pytest.fixture(scope="session")
+def fargate_preview() -> ProgramRun:
+    """The `fargate` stack as a first `pulumi preview` sees it."""
+    return run_program("fargate", preview=True)
 
 
 @pytest.fixture()

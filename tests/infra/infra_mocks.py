@@ -2,6 +2,11 @@
 
 Remote components (awsx VPC, pulumi-eks) register as one opaque resource under mocks, so their outputs are
 supplied here; for plain resources the inputs are echoed back with the computed attributes the program reads.
+
+With `preview=True` the mocks answer as the engine does for a create during `pulumi preview`: the inputs come
+back (the provider's Check), every computed attribute and the ID stay unknown, and remote components return
+nothing known at all. A program that builds a name, a policy or a URL from such a value without `apply` crashes
+or renders garbage here, exactly as it would in a first real preview.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class Recorded:
 class RecordingMocks(pulumi.runtime.Mocks):
     """Records resources and invokes; see module docstring for the outputs it supplies."""
 
+    preview: bool = False
     resources: list[Recorded] = field(default_factory=list)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
@@ -47,6 +53,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.resources.append(
             Recorded(args.typ, args.name, inputs, args.provider or "", bool(args.custom), args.resource_id)
         )
+        if self.preview:
+            # Reads of existing objects and component resources aside, nothing computed is known yet.
+            if args.typ.split(":")[0] in ("awsx", "eks"):
+                return "", {}
+            return (args.resource_id or ""), inputs
         outputs = self._outputs(args.typ, args.name, inputs)
         # Remote components' outputs are typed differently from their inputs: echoing inputs breaks them.
         state = outputs if args.typ.split(":")[0] in ("awsx", "eks") else {**inputs, **outputs}

@@ -11,7 +11,7 @@ from conftest import REPO, run_program
 
 from infra.cache import AUTH_TOKEN_SPECIALS, redis_url
 from infra.config import DEFAULTS, ConfigError, build_config
-from infra.fargate import fargate_size
+from infra.ecs_service import fargate_size
 from infra.registry import lifecycle_policy
 
 
@@ -30,7 +30,7 @@ def test_build_accepts_dev_stack_file(dev_raw: dict[str, Any]) -> None:
     assert [(s.name, s.path_prefix) for s in cfg.services] == [("sentiment", "/project"), ("semantic", "/lab")]
     sentiment = cfg.services[0]
     assert sentiment.model_id == "distilbert-base-uncased-finetuned-sst-2-english"
-    assert (sentiment.cpu_millicores, sentiment.memory_mib, sentiment.threads) == (1000, 1536, 1)
+    assert (sentiment.cpu_millicores, sentiment.memory_mib, sentiment.intra_op_threads) == (1000, 1536, None)
     assert cfg.tags() == {"stack": "dev", "service": "mlapi", "managed-by": "pulumi"}
 
 

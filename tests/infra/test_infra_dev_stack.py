@@ -182,7 +182,10 @@ def test_declare_deployment_probes_resources_and_restricted_context(dev: Program
         assert "replicas" not in dep["spec"]
     sentiment = deployments["sentiment"]["spec"]["template"]["spec"]["containers"][0]
     assert sentiment["resources"]["limits"] == {"cpu": "1000m", "memory": "1536Mi"}
-    assert {e["name"]: e.get("value") for e in sentiment["env"]}["MLAPI_INTRA_OP_THREADS"] == "1"
+    env = {e["name"]: e.get("value") for e in sentiment["env"]}
+    # The service sizes its threads from the cgroup quota unless the stack says otherwise.
+    assert "MLAPI_INTRA_OP_THREADS" not in env and "MLAPI_INFERENCE_WORKERS" not in env
+    assert env["MLAPI_REQUEST_TIMEOUT_SECONDS"] == "30"
 
 
 def test_declare_service_hpa_pdb_per_model(dev: ProgramRun) -> None:

@@ -77,15 +77,15 @@ def test_route_each_prefix_to_its_target_group(fargate: ProgramRun) -> None:
     assert alb["subnets"] == ["subnet-pub-a", "subnet-pub-b"] and alb["internal"] is False
     groups = _by_name(fargate, "aws:lb/targetGroup:TargetGroup")
     for name, prefix in (("sentiment", "/project"), ("semantic", "/lab")):
-        tg = groups[f"fargate-{name}-tg"]
+        tg = groups[f"ecs-{name}-tg"]
         assert (tg["port"], tg["targetType"]) == (8000, "ip")
         assert tg["healthCheck"]["path"] == f"{prefix}/health"
-        assert tg["deregistrationDelay"] <= 30
+        assert tg["deregistrationDelay"] == 35  # a whole request timeout (30 s) plus margin
     rules = _by_name(fargate, "aws:lb/listenerRule:ListenerRule")
     patterns = {n: r["conditions"][0]["pathPattern"]["values"] for n, r in rules.items()}
     assert patterns == {
-        "fargate-sentiment-rule": ["/project", "/project/*"],
-        "fargate-semantic-rule": ["/lab", "/lab/*"],
+        "ecs-sentiment-rule": ["/project", "/project/*"],
+        "ecs-semantic-rule": ["/lab", "/lab/*"],
     }
     listeners = _by_name(fargate, "aws:lb/listener:Listener")
     assert [(listener["port"], listener["protocol"]) for listener in listeners.values()] == [(80, "HTTP")]
@@ -107,7 +107,7 @@ def test_chain_security_groups_internet_alb_tasks_redis(fargate: ProgramRun) -> 
     ingress = list(_by_name(fargate, "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule").values())
     egress = list(_by_name(fargate, "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule").values())
     sgs = {r.name: f"{r.name}-id" for r in fargate.of_type("aws:ec2/securityGroup:SecurityGroup")}
-    alb, tasks, cache = sgs["fargate-alb-sg"], sgs["fargate-task-sg"], sgs["cache-sg"]
+    alb, tasks, cache = sgs["alb-sg"], sgs["ecs-task-sg"], sgs["cache-sg"]
     public = [r for r in ingress if r.get("cidrIpv4") == "0.0.0.0/0"]
     assert [(r["securityGroupId"], r["fromPort"]) for r in public] == [(alb, 80)]
     assert {(r["securityGroupId"], r["referencedSecurityGroupId"], r["fromPort"], r["toPort"])
@@ -119,14 +119,14 @@ def test_chain_security_groups_internet_alb_tasks_redis(fargate: ProgramRun) -> 
 
 def test_scale_on_cpu_and_requests_per_target(fargate: ProgramRun) -> None:
     targets = _by_name(fargate, "aws:appautoscaling/target:Target")
-    assert (targets["fargate-sentiment-scaling"]["minCapacity"], targets["fargate-sentiment-scaling"]["maxCapacity"]) \
+    assert (targets["ecs-sentiment-scaling"]["minCapacity"], targets["ecs-sentiment-scaling"]["maxCapacity"]) \
         == (2, 6)
     policies = _by_name(fargate, "aws:appautoscaling/policy:Policy")
     metrics = {n: p["targetTrackingScalingPolicyConfiguration"] for n, p in policies.items()}
-    cpu = metrics["fargate-sentiment-cpu"]
+    cpu = metrics["ecs-sentiment-cpu"]
     assert cpu["predefinedMetricSpecification"]["predefinedMetricType"] == "ECSServiceAverageCPUUtilization"
     assert cpu["targetValue"] == 70
-    requests = metrics["fargate-sentiment-requests"]
+    requests = metrics["ecs-sentiment-requests"]
     assert requests["predefinedMetricSpecification"]["predefinedMetricType"] == "ALBRequestCountPerTarget"
     assert requests["predefinedMetricSpecification"]["resourceLabel"] == (
         "app/mlapi-fargate/abc/targetgroup/mlapi-fargate-sentiment/def")
