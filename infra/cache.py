@@ -1,8 +1,11 @@
 """ElastiCache Redis: the shared prediction cache, private, encrypted and password-protected from day one.
 
 TLS in transit cannot be switched on later without replacing the group, so it is on from the start. The AUTH token
-comes from pulumi-random and reaches ElastiCache through the write-only `auth_token_wo` argument, so the provider
-keeps it out of the replication group's state; workloads receive it only inside the `rediss://` URL, a secret.
+comes from pulumi-random and reaches ElastiCache through the write-only `auth_token_wo` argument, which keeps it
+out of the replication group's state only. The token itself is still in the stack state: as the
+`RandomPassword`'s `result`, and inside the `rediss://` URL handed to the workloads (a Kubernetes Secret, or the
+Secrets Manager secret on Fargate). Both are Pulumi secrets, so the state holds them encrypted with the stack's
+secrets provider, never in plain text; anyone who can decrypt the stack can read the token.
 """
 
 from __future__ import annotations
