@@ -10,7 +10,7 @@ MODEL ?=
 MODEL_DIR ?= models/default
 PYTEST_ARGS ?=
 
-.PHONY: serve bake test lint bench clean install-serve install-dev
+.PHONY: serve bake test lint bench dashboard clean install-serve install-dev
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -55,9 +55,13 @@ test: $(VENV)/.dev-ready $(TOOLS)/bin/checkov lint
 bench: $(VENV)/.dev-ready
 	$(PY) load/bench.py $(BENCH_ARGS)
 
+## dashboard: regenerate monitoring/grafana/mlapi.json from monitoring/dashboard.py (a test fails while it is stale)
+dashboard: $(VENV)/.dev-ready
+	$(PY) monitoring/dashboard.py
+
 ## lint: ruff on everything, mypy on the service (both pinned in the dev extra); part of `make test`
 lint: $(VENV)/.dev-ready
-	$(VENV)/bin/ruff check service infra tests load
+	$(VENV)/bin/ruff check service infra tests load monitoring
 	$(VENV)/bin/mypy
 
 clean:

@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """A ready-to-serve app for one baked model."""
     settings = settings or Settings()
     metrics = Metrics()
+    metrics.prime(settings.path_prefix)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -76,6 +76,7 @@ class MicroBatcher:
         self._passes: set[asyncio.Task[None]] = set()
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
+        metrics.prime_backend(backend.name, max_queue)
 
     @property
     def pending(self) -> int:
@@ -97,6 +98,7 @@ class MicroBatcher:
     async def submit(self, texts: list[str]) -> np.ndarray:
         """Output rows for `texts`, in order; raises Overloaded when the queue is full."""
         if self._closed:
+            self._metrics.rejected.labels(reason="shutting_down").inc()
             raise NotReady("the server is shutting down", retry_after=1)
         if self._pending + len(texts) > self._max_queue:
             self._metrics.rejected.labels(reason="queue_full").inc()

@@ -128,6 +128,10 @@ class RedisCache:
         self._cooldown = cooldown_seconds
         self._open_until = 0.0
         self._last_error = ""
+        metrics.cache_circuit_open.set_function(self._circuit_open)
+
+    def _circuit_open(self) -> float:
+        return 1.0 if time.monotonic() < self._open_until else 0.0
 
     def _available(self) -> bool:
         if time.monotonic() < self._open_until:

@@ -11,6 +11,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
+PRIMED_STATUSES = ("200", "422", "500", "503")
+CACHE_OPS = ("predict", "embed")
+# Why a request was refused with 503: the queue was full, the model is not loaded, or the server is stopping.
+REJECT_REASONS = ("queue_full", "not_ready", "shutting_down")
+
 
 class Metrics:
     """Every metric the service exports."""
@@ -45,8 +50,38 @@ class Metrics:
             "mlapi_queue_wait_seconds", "Time a request waited for its batch", ["backend"],
             buckets=_LATENCY_BUCKETS, registry=r,
         )
+        self.queue_capacity = Gauge(
+            "mlapi_queue_capacity_texts", "Texts a queue holds before refusing (MLAPI_MAX_QUEUE)", ["backend"],
+            registry=r,
+        )
         self.rejected = Counter("mlapi_rejected_total", "Requests refused to protect the server", ["reason"],
                                 registry=r)
+        self.cache_circuit_open = Gauge(
+            "mlapi_cache_circuit_open", "1 while Redis is skipped after a failure (health reports degraded)", registry=r
+        )
+
+    def prime(self, path_prefix: str) -> None:
+        """Create the label sets dashboards and alerts chart, at 0, so they read 0 before the first event, not empty."""
+        for route in ("predict", "query"):
+            for status in PRIMED_STATUSES:
+                self.requests.labels(route=f"{path_prefix}/{route}", status=status)
+            self.latency.labels(route=f"{path_prefix}/{route}")
+            self.texts.labels(route=route)
+        for op in CACHE_OPS:
+            self.cache_hits.labels(op=op)
+            self.cache_misses.labels(op=op)
+            self.coalesced.labels(op=op)
+        self.cache_errors.labels(kind="skipped")
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason=reason)
+
+    def prime_backend(self, backend: str, max_queue: int) -> None:
+        """Create one backend's series at 0 and publish its queue limit."""
+        self.queue_depth.labels(backend=backend).set(0)
+        self.queue_capacity.labels(backend=backend).set(max_queue)
+        self.batch_size.labels(backend=backend)
+        self.inference.labels(backend=backend)
+        self.queue_wait.labels(backend=backend)
 
     def observe_pass(self, backend: str, texts: int, seconds: float) -> None:
         """Record one inference batch."""

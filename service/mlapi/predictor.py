@@ -111,6 +111,7 @@ class Predictor:
     def engine(self, backend: str | None) -> Engine:
         """The engine a request asked for (the default when it names none)."""
         if not self.ready:
+            self.metrics.rejected.labels(reason="not_ready").inc()
             raise NotReady(self.error or "the model is still loading", retry_after=1 if not self.error else None)
         name = backend or self.settings.backend
         if name not in self.engines:
