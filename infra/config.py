@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import pulumi
 
+from infra import versions
 from infra.timeouts import MAX_REQUEST_TIMEOUT_SECONDS, Timeouts
 
 NAMESPACE = "mlapi"
@@ -158,14 +159,14 @@ DEFAULTS: dict[str, Any] = {
     "dockerfile": "Dockerfile",
     "buildOnPreview": False,
     "keepImages": 10,
-    "kubernetesVersion": "1.33",
+    "kubernetesVersion": versions.KUBERNETES_VERSION,
     "nodeInstanceType": "m6i.large",
     "nodeMinSize": 2,
     "nodeDesiredSize": 2,
     "nodeMaxSize": 4,
     "apiPublicAccessCidrs": [],
-    "istioVersion": "1.26.3",
-    "metricsServerVersion": "3.12.2",
+    "istioVersion": versions.ISTIO_VERSION,
+    "metricsServerVersion": versions.METRICS_SERVER_CHART,
     "cacheNodeType": "cache.t4g.small",
     "cacheNodes": 2,
     "cacheAutomaticFailover": True,
@@ -331,6 +332,13 @@ def build_config(raw_values: Mapping[str, Any], *, project: str, stack: str, reg
         raise ConfigError("apiPublicAccessCidrs", "is required for platform eks: the CIDRs allowed to reach the "
                           "Kubernetes API (e.g. your address as a /32)")
 
+    kubernetes_version = _str(raw, "kubernetesVersion", "kubernetesVersion", _K8S_VERSION_RE)
+    istio_version = _str(raw, "istioVersion", "istioVersion", _SEMVER_RE)
+    problem = versions.support_problem(kubernetes_version, istio_version)
+    if platform == "eks" and problem:
+        key = "istioVersion" if problem.startswith("Istio") else "kubernetesVersion"
+        raise ConfigError(key, problem)
+
     nodes = _int(raw, "cacheNodes", "cacheNodes", 1, 6)
     failover = _bool(raw, "cacheAutomaticFailover", "cacheAutomaticFailover")
     multi_az = _bool(raw, "cacheMultiAz", "cacheMultiAz")
@@ -360,13 +368,13 @@ def build_config(raw_values: Mapping[str, Any], *, project: str, stack: str, reg
             keep_images=_int(raw, "keepImages", "keepImages", 1, 1000),
         ),
         cluster=ClusterSettings(
-            kubernetes_version=_str(raw, "kubernetesVersion", "kubernetesVersion", _K8S_VERSION_RE),
+            kubernetes_version=kubernetes_version,
             instance_type=_str(raw, "nodeInstanceType", "nodeInstanceType"),
             min_nodes=min_nodes,
             desired_nodes=desired,
             max_nodes=max_nodes,
             public_access_cidrs=cidrs,
-            istio_version=_str(raw, "istioVersion", "istioVersion", _SEMVER_RE),
+            istio_version=istio_version,
             metrics_server_version=_str(raw, "metricsServerVersion", "metricsServerVersion", _SEMVER_RE),
         ),
         cache=CacheSettings(

@@ -77,7 +77,7 @@ def test_declare_one_amd64_image_per_service_pushed_to_ecr(dev: ProgramRun) -> N
 def test_declare_eks_cluster_private_api_auth_oidc_pinned(dev: ProgramRun) -> None:
     eks = dev.one("eks:index:Cluster").inputs
     assert eks["name"] == "mlapi-dev"
-    assert eks["version"] == "1.33"
+    assert eks["version"] == "1.35"
     assert eks["authenticationMode"] == "API"
     assert eks["createOidcProvider"] is True
     assert eks["skipDefaultNodeGroup"] is True
@@ -108,9 +108,9 @@ def test_declare_no_default_kubernetes_provider(dev: ProgramRun) -> None:
 def test_declare_metrics_server_and_istio_releases_pinned(dev: ProgramRun) -> None:
     releases = {r.inputs["name"]: r.inputs for r in dev.of_type("kubernetes:helm.sh/v3:Release")}
     assert set(releases) == {"metrics-server", "istio-base", "istiod", "istio-ingressgateway"}
-    assert releases["metrics-server"]["version"] == "3.12.2"
+    assert releases["metrics-server"]["version"] == "3.13.1"
     for name in ("istio-base", "istiod", "istio-ingressgateway"):
-        assert releases[name]["version"] == "1.26.3"
+        assert releases[name]["version"] == "1.31.1"
     assert releases["istio-ingressgateway"]["values"]["service"]["type"] == "LoadBalancer"
 
 

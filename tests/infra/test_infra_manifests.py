@@ -68,7 +68,7 @@ def test_render_every_kind_the_stack_needs(manifests: dict[str, dict[str, Any]])
 
 def test_validate_manifests_against_pinned_kubernetes_version(dev: ProgramRun,
                                                               manifests: dict[str, dict[str, Any]]) -> None:
-    version = dev.config["mlapi:kubernetesVersion"]  # "1.33": validate against the 1.33.0 schemas
+    version = dev.config["mlapi:kubernetesVersion"]  # "1.35": validate against the 1.35.0 schemas
     checked = 0
     for obj in manifests.values():
         if obj["kind"] in CRD_KINDS:
@@ -82,7 +82,7 @@ def test_validate_rejects_a_broken_deployment(manifests: dict[str, dict[str, Any
     broken = json.loads(json.dumps(manifests["workloads-sentiment-deployment"]))
     broken["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = {"not": "a quantity"}
     with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(broken, "1.33.0", strict=True)
+        kubernetes_validate.validate(broken, "1.35.0", strict=True)
 
 
 def test_checkov_passes_with_only_explained_skips(checkov_report: dict[str, Any]) -> None:
