@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from . import __version__
 from .cache import Cache, MemoryCache, NullCache, RedisCache
 from .errors import install_error_handlers
+from .layout import include_routes
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, JsonByDefaultMiddleware, MetricsMiddleware
 from .predictor import Predictor
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
-    app.include_router(build_router(settings))
+    include_routes(app, lambda at: build_router(settings, at), prefix)
     app.add_middleware(JsonByDefaultMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -1,12 +1,19 @@
 """Typed domain errors and the one place that maps them to HTTP answers.
 
-Every refusal the service makes has a status, a machine-readable `error_type` and a human message, in the same
-`{"error", "error_type"}` body; nothing the client sends can produce a 500.
+Every refusal the service makes has a status, a machine-readable `error_type` and a human message, in one body
+shape: FastAPI's own `detail` (the list of `{loc, msg, type}` on a 422, the message otherwise: "Not Found",
+"Method Not Allowed") beside mlapi's `error` and `error_type`, so clients written against a plain FastAPI app and
+clients of mlapi both read it. Nothing the client sends can produce a 500.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
@@ -18,10 +25,11 @@ class ServiceError(Exception):
     status_code = 400
     error_type = "bad_request"
 
-    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: int | None = None, loc: Sequence[str | int] = ("body",)) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.loc = tuple(loc)  # where the fault is, for the `detail` list of a 422
 
 
 class PayloadTooLarge(ServiceError):
@@ -66,17 +74,66 @@ class NotReady(ServiceError):
     error_type = "unhealthy"
 
 
+class RequestTimedOut(ServiceError):
+    """The request ran past `MLAPI_REQUEST_TIMEOUT_SECONDS`: answered, not left to die with the connection."""
+
+    status_code = 503
+    error_type = "timeout"
+
+
 _HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+_INPUT_ECHO_LIMIT = 80
 
 
-def error_body(message: str, error_type: str, **extra: object) -> dict[str, object]:
-    """The body every error answer shares."""
-    return {"error": message, "error_type": error_type, **extra}
+def error_body(message: str, error_type: str, detail: object = None, **extra: object) -> dict[str, object]:
+    """The body every error answer shares: FastAPI's `detail` (the message unless given) plus `error`, `error_type`."""
+    return {"detail": message if detail is None else detail, "error": message, "error_type": error_type, **extra}
 
 
-def _short(value: object, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def validation_item(loc: list[str | int], msg: str, kind: str, **extra: object) -> dict[str, object]:
+    """One entry of a 422 `detail` list, in FastAPI's (pydantic's) shape."""
+    return {"type": kind, "loc": loc, "msg": msg, **extra}
+
+
+def error_response(exc: ServiceError) -> JSONResponse:
+    """The answer to a domain error; middleware that answers outside the app uses it too."""
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    detail = None
+    if exc.status_code == 422:
+        detail = [validation_item(list(exc.loc), exc.message, exc.error_type)]
+    return JSONResponse(error_body(exc.message, exc.error_type, detail), exc.status_code, headers=headers)
+
+
+def _field(loc: tuple[str | int, ...] | list[str | int]) -> str:
+    return ".".join(str(part) for part in loc if part != "body") or "body"
+
+
+def _short_input(value: object) -> tuple[bool, object]:
+    """(True, value) when the offending input is small enough to echo back; long inputs and PII stay out."""
+    try:
+        size = len(orjson.dumps(value, default=str))
+    except TypeError:
+        return False, None
+    return size <= _INPUT_ECHO_LIMIT, value
+
+
+def validation_details(errors: Sequence[Any]) -> list[dict[str, object]]:
+    """pydantic/FastAPI errors as FastAPI lists them, minus any input too long to echo."""
+    details = []
+    for err in errors:
+        item = validation_item(list(err.get("loc", ())), str(err.get("msg", "invalid")), str(err.get("type", "")))
+        if "input" in err:
+            small, value = _short_input(err["input"])
+            if small:
+                item["input"] = value
+        if err.get("ctx"):
+            item["ctx"] = jsonable_encoder(err["ctx"], custom_encoder={Exception: str})
+        details.append(item)
+    return details
+
+
+def _message(details: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{_field(d['loc'])}: {d['msg']}" for d in details) or "invalid request"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -84,17 +141,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-        return JSONResponse(error_body(exc.message, exc.error_type), exc.status_code, headers=headers)
+        return error_response(exc)
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
         if exc.status_code == 400:
             # FastAPI's body reader answers 400 for a body it cannot decode at all (e.g. bytes that are not UTF-8);
             # to a client that is invalid input like any other malformed JSON.
-            reason = "body is not valid JSON text (UTF-8 expected)"
-            detail = [{"field": "body", "reason": reason, "type": "json_invalid"}]
-            return JSONResponse(error_body(f"body: {reason}", "validation", detail=detail), 422)
+            details = [validation_item(["body"], "body is not valid JSON text (UTF-8 expected)", "json_invalid")]
+            return JSONResponse(error_body(_message(details), "validation", details), 422)
         error_type = _HTTP_ERROR_TYPES.get(exc.status_code, "http_error")
         message = str(exc.detail)
         if exc.status_code == 413:
@@ -103,17 +158,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = []
-        for err in exc.errors():
-            if err.get("type") == "json_invalid":
-                position = err.get("loc", ("body", 0))[-1]
-                reason = f"invalid JSON at position {position}: {err.get('ctx', {}).get('error', 'decode error')}"
-                details.append({"field": "body", "reason": reason, "type": "json_invalid"})
-                continue
-            field = ".".join(str(part) for part in err.get("loc", ()) if part != "body") or "body"
-            detail = {"field": field, "reason": err.get("msg", "invalid"), "type": err.get("type", "")}
-            if "input" in err and err.get("type") not in {"missing", "extra_forbidden"}:
-                detail["input"] = _short(err["input"])
-            details.append(detail)
-        message = "; ".join(f"{d['field']}: {d['reason']}" for d in details) or "invalid request"
-        return JSONResponse(error_body(message, "validation", detail=details), 422)
+        details = validation_details(exc.errors())
+        return JSONResponse(error_body(_message(details), "validation", details), 422)
+
+    @app.exception_handler(Exception)
+    async def _server_error(_: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the exception and re-raises it after this answer; the client gets JSON, not plain text.
+        return JSONResponse(error_body("Internal Server Error", "internal"), 500)

@@ -33,7 +33,9 @@ class JsonByDefaultMiddleware:
         if scope["type"] == "http" and scope["method"] in {"POST", "PUT", "PATCH"}:
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-type" or not v.startswith(self._FORM)]
             if not any(k == b"content-type" for k, _ in headers):
-                scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+                # In place, not a copy: the router records the matched route in this same scope, where the
+                # metrics middleware outside reads it.
+                scope["headers"] = [*headers, (b"content-type", b"application/json")]
         await self.app(scope, receive, send)
 
 
@@ -111,6 +113,15 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+def route_template(scope: Scope) -> str:
+    """The template of the route that answered (`/predict`, `/project/predict`), or `unmatched`.
+
+    The router records the route in the scope it was given, so middleware between here and the router must
+    change the scope in place, never run the app on a copy.
+    """
+    return str(getattr(scope.get("route"), "path", "unmatched"))
+
+
 class MetricsMiddleware:
     """Count and time every HTTP request by route template and status."""
 
@@ -134,6 +145,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, capture)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = route_template(scope)
             self.metrics.requests.labels(route=route, status=str(status)).inc()
             self.metrics.latency.labels(route=route).observe(time.perf_counter() - started)

@@ -115,7 +115,8 @@ class Predictor:
             raise NotReady(self.error or "the model is still loading", retry_after=1 if not self.error else None)
         name = backend or self.settings.backend
         if name not in self.engines:
-            raise InvalidInput(f"backend: {name!r} is not loaded here; loaded: {', '.join(self.engines)}")
+            raise InvalidInput(f"backend: {name!r} is not loaded here; loaded: {', '.join(self.engines)}",
+                               loc=("query", "backend"))
         return self.engines[name]
 
     async def predict(self, texts: list[str], backend: str | None = None) -> bytes:
@@ -125,6 +126,8 @@ class Predictor:
         answer goes out as stored, with no parsing or re-serialising on the hot path.
         """
         engine = self.engine(backend)
+        if not texts:
+            return b'{"predictions":[]}'
         manifest = self.manifest
         assert manifest is not None
 

@@ -18,6 +18,7 @@ from .schemas import (
     PredictResponse,
     QueryRequest,
     QueryResponse,
+    ValidationErrorResponse,
     build_request_models,
 )
 from .settings import Settings
@@ -42,17 +43,22 @@ BackendQuery = Annotated[
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "The model cannot answer this endpoint"},
     413: {"model": ErrorResponse, "description": "Body larger than MLAPI_MAX_BODY_BYTES"},
-    422: {"model": ErrorResponse, "description": "Invalid input: the field and the reason"},
+    422: {"model": ValidationErrorResponse, "description": "Invalid input: `detail` lists each field and reason"},
     503: {"model": ErrorResponse, "description": "Model not loaded yet, or queue full (see Retry-After)"},
 }
 
 
-def build_router(settings: Settings) -> APIRouter:
-    """All routes, under the configured path prefix."""
-    predict_request, query_request = build_request_models(settings)
-    router = APIRouter(prefix=settings.path_prefix)
+# Names the seeds' course terms gave the predict route; each answers exactly as /predict does.
+PREDICT_ALIASES = ("/bulk-predict", "/project-predict")
 
-    @router.post("/predict", response_model=PredictResponse, responses=_ERRORS, summary="Sentiment for a list of texts")
+
+def build_router(settings: Settings, prefix: str = "") -> APIRouter:
+    """All routes under `prefix` (the app builds them under MLAPI_PATH_PREFIX and at the root)."""
+    predict_request, query_request = build_request_models(settings)
+    router = APIRouter(prefix=prefix)
+
+    @router.post("/predict", response_model=PredictResponse, responses=_ERRORS, summary="Sentiment for a list of texts",
+                 description=f"Also answers at {' and '.join(PREDICT_ALIASES)} (the seeds' names for this route).")
     async def predict(
         body: predict_request, predictor: PredictorDep, metrics: MetricsDep, backend: BackendQuery = None  # type: ignore[valid-type]
     ) -> Response:
@@ -60,6 +66,10 @@ def build_router(settings: Settings) -> APIRouter:
         metrics.texts.labels(route="predict").inc(len(texts))
         # Already-serialised JSON (see Predictor.predict); the response model documents its shape.
         return Response(await predictor.predict(texts, backend), media_type="application/json")
+
+    for alias in PREDICT_ALIASES:
+        router.add_api_route(alias, predict, methods=["POST"], response_model=PredictResponse, responses=_ERRORS,
+                             include_in_schema=False)
 
     @router.post("/query", responses=_ERRORS, summary="Rank candidate labels for a sentence")
     async def query(

@@ -65,8 +65,27 @@ class QueryRequest(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """The body of every error answer."""
+    """The body of every error answer but a 422: FastAPI's `detail` plus mlapi's `error` and `error_type`."""
 
+    detail: str
+    error: str
+    error_type: str
+
+
+class ValidationItem(BaseModel):
+    """One reason a request was refused, as FastAPI lists it (`input` only when short enough to echo)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+    input: object = None
+    ctx: dict[str, object] | None = None
+
+
+class ValidationErrorResponse(BaseModel):
+    """The body of a 422: FastAPI's `detail` list plus mlapi's `error` (every reason, joined) and `error_type`."""
+
+    detail: list[ValidationItem]
     error: str
     error_type: str
 
@@ -89,7 +108,8 @@ def build_request_models(settings: Settings) -> tuple[type[PredictRequest], type
         __base__=PredictRequest,
         text=(
             list[text],
-            Field(min_length=1, max_length=settings.max_batch, description="Texts to classify; a blank text is valid"),
+            Field(max_length=settings.max_batch,
+                  description="Texts to classify; a blank text is valid, an empty list answers an empty list"),
         ),
     )
     query = create_model(

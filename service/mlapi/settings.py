@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     redis_timeout_ms: int = Field(100, ge=1, le=10_000)
     redis_cooldown_seconds: float = Field(5.0, ge=0.0)
 
-    max_batch: int = Field(256, ge=1, le=10_000)
+    max_batch: int = Field(1000, ge=1, le=10_000)
     max_chars: int = Field(4096, ge=1)
     max_labels: int = Field(64, ge=1)
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)

@@ -152,7 +152,8 @@ def test_failed_pass_fails_its_requests_not_the_server(make_client, classifier_d
         failed = client.post("/predict", json={"text": ["boom"]})
         engine.batcher.backend = real
         assert failed.status_code == 500
-        assert failed.json() == {"error": "inference failed; see the server log", "error_type": "inference_failed"}
+        message = "inference failed; see the server log"
+        assert failed.json() == {"detail": message, "error": message, "error_type": "inference_failed"}
         assert client.post("/predict", json={"text": ["fine again"]}).status_code == 200
 
 

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 def test_defaults_are_the_documented_ones() -> None:
     s = Settings(_env_file=None)
     assert (s.host, s.port, s.backend, s.cache_prefix, s.max_batch) == (
-        "127.0.0.1", 8000, "onnx", "fastapi-cache-project", 256)
+        "127.0.0.1", 8000, "onnx", "fastapi-cache-project", 1000)
     assert s.redis_url is None
     assert s.backends == ["onnx"]
 

@@ -6,7 +6,6 @@ import pytest
 
 PREDICT_CASES = [
     ({}, "text", "missing"),
-    ({"text": []}, "text", "too_short"),
     ({"text": [1]}, "text.0", "string_type"),
     ({"text": ["ok", None]}, "text.1", "string_type"),
     ({"text": "not a list"}, "text", "list_type"),
@@ -14,6 +13,12 @@ PREDICT_CASES = [
     ({"text": ["x" * 101]}, "text.0", "string_too_long"),
     ({"text": ["a"] * 9}, "text", "too_long"),
 ]
+
+
+def _fields(details: list[dict]) -> list[dict]:
+    """Each reason as {field, type}, the field being the body path FastAPI's `loc` spells."""
+    return [{"field": ".".join(str(p) for p in d["loc"] if p != "body") or "body", "type": d["type"]}
+            for d in details]
 
 
 @pytest.fixture
@@ -29,7 +34,8 @@ def test_predict_rejects_bad_body_with_field_and_reason(strict_client, body, fie
     assert response.status_code == 422
     payload = response.json()
     assert payload["error_type"] == "validation"
-    assert {"field": field, "type": kind} in [{"field": d["field"], "type": d["type"]} for d in payload["detail"]]
+    assert {"field": field, "type": kind} in _fields(payload["detail"])
+    assert all(set(d) >= {"loc", "msg", "type"} and d["loc"][0] == "body" for d in payload["detail"])
     assert field in payload["error"]
 
 
@@ -50,15 +56,16 @@ QUERY_CASES = [
 def test_query_rejects_bad_body_with_field_and_reason(strict_client, body, field, kind) -> None:
     response = strict_client.post("/query", json=body)
     assert response.status_code == 422
-    details = response.json()["detail"]
-    assert {"field": field, "type": kind} in [{"field": d["field"], "type": d["type"]} for d in details]
+    assert {"field": field, "type": kind} in _fields(response.json()["detail"])
 
 
 def test_predict_rejects_invalid_json(strict_client) -> None:
     response = strict_client.post("/predict", content=b'{"text": [', headers={"content-type": "application/json"})
     assert response.status_code == 422
-    assert response.json()["detail"][0]["field"] == "body"
-    assert response.json()["detail"][0]["type"] == "json_invalid"
+    first = response.json()["detail"][0]
+    assert first["loc"] == ["body", 10]
+    assert first["type"] == "json_invalid"
+    assert first["msg"] == "JSON decode error"
 
 
 def test_predict_rejects_non_object_body(strict_client) -> None:
@@ -75,7 +82,8 @@ def test_validation_error_does_not_echo_a_large_input(strict_client) -> None:
 def test_oversized_body_gets_413_from_content_length(strict_client) -> None:
     response = strict_client.post("/predict", json={"text": ["z" * 50] * 200})
     assert response.status_code == 413
-    assert response.json()["error_type"] == "payload_too_large"
+    message = "request body exceeds MLAPI_MAX_BODY_BYTES (4096 bytes)"
+    assert response.json() == {"detail": message, "error": message, "error_type": "payload_too_large"}
 
 
 def test_oversized_chunked_body_gets_413(strict_client) -> None:
@@ -92,13 +100,15 @@ def test_oversized_chunked_body_gets_413(strict_client) -> None:
 def test_unknown_backend_is_a_422_naming_backend(strict_client) -> None:
     response = strict_client.post("/predict?backend=torch", json={"text": ["a"]})
     assert response.status_code == 422
-    assert response.json()["error"].startswith("backend:")
+    body = response.json()
+    assert body["error"].startswith("backend:")
+    assert body["detail"] == [{"type": "validation", "loc": ["query", "backend"], "msg": body["error"]}]
 
 
 def test_malformed_backend_parameter_is_a_422(strict_client) -> None:
     response = strict_client.post("/predict?backend=../x", json={"text": ["a"]})
     assert response.status_code == 422
-    assert response.json()["detail"][0]["field"] == "query.backend"
+    assert response.json()["detail"][0]["loc"] == ["query", "backend"]
 
 
 def test_body_without_content_type_is_read_as_json(strict_client) -> None:
@@ -132,5 +142,5 @@ def test_body_that_is_not_utf8_is_a_422(strict_client) -> None:
     response = strict_client.post("/predict", content=b'{"text": ["\x80\xff"]}',
                                   headers={"content-type": "application/json"})
     assert response.status_code == 422
-    assert response.json()["detail"][0] == {
-        "field": "body", "reason": "body is not valid JSON text (UTF-8 expected)", "type": "json_invalid"}
+    assert response.json()["detail"] == [
+        {"type": "json_invalid", "loc": ["body"], "msg": "body is not valid JSON text (UTF-8 expected)"}]
