@@ -16,6 +16,7 @@ import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
+from infra.access import AccessEntries, AccessEntriesArgs
 from infra.config import ClusterSettings
 
 _NODE_POLICIES = {
@@ -50,6 +51,7 @@ class Cluster(pulumi.ComponentResource):
     node_security_group_id: pulumi.Output[str]
     oidc_provider_arn: pulumi.Output[str]
     provider: k8s.Provider
+    pod_identity_agent: pulumi.Resource
     ready: list[pulumi.Resource]
 
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -92,8 +94,8 @@ class Cluster(pulumi.ComponentResource):
             private_subnet_ids=args.private_subnet_ids,
             node_associate_public_ip_address=False,
             endpoint_private_access=True,
-            endpoint_public_access=True,
-            public_access_cidrs=list(settings.public_access_cidrs),
+            endpoint_public_access=settings.public_access,
+            public_access_cidrs=list(settings.public_access_cidrs) or None,
             # Access entries instead of the aws-auth ConfigMap; the creator gets cluster admin
             # (https://docs.aws.amazon.com/eks/latest/userguide/grant-k8s-access.html#set-cam).
             authentication_mode=eks.AuthenticationMode.API,
@@ -132,11 +134,27 @@ class Cluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster, node_group]),
         )
 
+        self.cluster_name = cluster.urn.apply(lambda _: args.cluster_name)
+        access = AccessEntries(
+            f"{name}-access",
+            AccessEntriesArgs(cluster_name=self.cluster_name, access=settings.access, tags=args.tags),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        # Pod Identity: how the in-cluster controllers (autoscaler, load balancer controller) get AWS credentials.
+        pod_identity = aws.eks.Addon(
+            f"{name}-pod-identity-agent",
+            cluster_name=self.cluster_name,
+            addon_name="eks-pod-identity-agent",
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[node_group]),
+        )
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=cluster.kubeconfig_json,
             enable_server_side_apply=True,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[node_group]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[node_group, *access.ready]),
         )
         metrics_server = k8s.helm.v3.Release(
             f"{name}-metrics-server",
@@ -150,11 +168,11 @@ class Cluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
         )
 
-        self.cluster_name = cluster.urn.apply(lambda _: args.cluster_name)
         self.kubeconfig = pulumi.Output.secret(cluster.kubeconfig_json)
         self.node_security_group_id = cluster.node_security_group_id
         self.oidc_provider_arn = cluster.oidc_provider_arn
-        self.ready = [node_group, metrics_server, insights]
+        self.pod_identity_agent = pod_identity
+        self.ready = [node_group, metrics_server, insights, pod_identity, *access.ready]
         self.register_outputs(
             {
                 "cluster_name": self.cluster_name,

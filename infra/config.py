@@ -89,6 +89,16 @@ class ImageSettings:
 
 
 @dataclass(frozen=True)
+class ClusterAccess:
+    """IAM principals given EKS access entries: cluster admins (people), the CI deploy role (admin) and the CI
+    preview role (read-only). The identity that creates the cluster is admin already (EKS bootstraps it)."""
+
+    admin_arns: tuple[str, ...]
+    deploy_role_arn: str
+    preview_role_arn: str
+
+
+@dataclass(frozen=True)
 class ClusterSettings:
     """EKS control plane and managed node group sizing (only read for `platform: eks`)."""
 
@@ -97,7 +107,9 @@ class ClusterSettings:
     min_nodes: int
     desired_nodes: int
     max_nodes: int
+    public_access: bool
     public_access_cidrs: tuple[str, ...]
+    access: ClusterAccess
     istio_version: str
     metrics_server_version: str
 
@@ -164,7 +176,11 @@ DEFAULTS: dict[str, Any] = {
     "nodeMinSize": 2,
     "nodeDesiredSize": 2,
     "nodeMaxSize": 4,
+    "apiPublicAccess": True,
     "apiPublicAccessCidrs": [],
+    "clusterAdminArns": [],
+    "deployRoleArn": "",
+    "previewRoleArn": "",
     "istioVersion": versions.ISTIO_VERSION,
     "metricsServerVersion": versions.METRICS_SERVER_CHART,
     "cacheNodeType": "cache.t4g.small",
@@ -326,9 +342,15 @@ def build_config(raw_values: Mapping[str, Any], *, project: str, stack: str, reg
     if not min_nodes <= desired <= max_nodes:
         raise ConfigError("nodeDesiredSize", f"need nodeMinSize <= nodeDesiredSize <= nodeMaxSize, got "
                           f"{min_nodes} / {desired} / {max_nodes}")
-    cidrs: tuple[str, ...] = ()
+    public_access = _bool(raw, "apiPublicAccess", "apiPublicAccess")
     cidrs = tuple(_cidr(c, f"apiPublicAccessCidrs[{i}]") for i, c in enumerate(_list(raw, "apiPublicAccessCidrs")))
-    if platform == "eks" and not cidrs:
+    for i, cidr in enumerate(cidrs):
+        if ipaddress.ip_network(cidr).prefixlen == 0:
+            raise ConfigError(f"apiPublicAccessCidrs[{i}]", "must not open the Kubernetes API to the whole internet; "
+                              "list your own and your CI runners' egress addresses, or set apiPublicAccess: false")
+    if not public_access and cidrs:
+        raise ConfigError("apiPublicAccessCidrs", "must be empty when apiPublicAccess is false (private endpoint)")
+    if platform == "eks" and public_access and not cidrs:
         raise ConfigError("apiPublicAccessCidrs", "is required for platform eks: the CIDRs allowed to reach the "
                           "Kubernetes API (e.g. your address as a /32)")
 
@@ -373,7 +395,9 @@ def build_config(raw_values: Mapping[str, Any], *, project: str, stack: str, reg
             min_nodes=min_nodes,
             desired_nodes=desired,
             max_nodes=max_nodes,
+            public_access=public_access,
             public_access_cidrs=cidrs,
+            access=_cluster_access(raw),
             istio_version=istio_version,
             metrics_server_version=_str(raw, "metricsServerVersion", "metricsServerVersion", _SEMVER_RE),
         ),
@@ -395,6 +419,30 @@ def build_config(raw_values: Mapping[str, Any], *, project: str, stack: str, reg
         ),
         services=_services(raw),
     )
+
+
+_PRINCIPAL_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$")
+
+
+def _principal(value: Any, label: str) -> str:
+    if not isinstance(value, str) or not _PRINCIPAL_RE.match(value):
+        raise ConfigError(label, f"must be an IAM role or user ARN (arn:aws:iam::<account>:role/<name>), got {value!r}")
+    return value
+
+
+def _cluster_access(raw: Mapping[str, Any]) -> ClusterAccess:
+    """Who gets which EKS access entry; every ARN at most once (EKS allows one entry per principal)."""
+    admins = tuple(_principal(a, f"clusterAdminArns[{i}]") for i, a in enumerate(_list(raw, "clusterAdminArns")))
+    deploy = _principal(raw["deployRoleArn"], "deployRoleArn") if raw["deployRoleArn"] else ""
+    preview = _principal(raw["previewRoleArn"], "previewRoleArn") if raw["previewRoleArn"] else ""
+    seen: dict[str, str] = {}
+    labelled = [(f"clusterAdminArns[{i}]", a) for i, a in enumerate(admins)]
+    labelled += [("deployRoleArn", deploy), ("previewRoleArn", preview)]
+    for label, arn in labelled:
+        if arn and arn in seen:
+            raise ConfigError(label, f"{arn} is already given access by {seen[arn]} (one access entry per principal)")
+        seen.setdefault(arn, label)
+    return ClusterAccess(admin_arns=admins, deploy_role_arn=deploy, preview_role_arn=preview)
 
 
 def _build_paths(raw: Mapping[str, Any]) -> dict[str, str]:
@@ -421,6 +469,9 @@ def _retention(raw: Mapping[str, Any]) -> int:
     return days
 
 
+_STRUCTURED_KEYS = ("services", "apiPublicAccessCidrs", "clusterAdminArns")
+
+
 def load() -> StackConfig:
     """Read the current stack's `mlapi:` and `aws:region` config through Pulumi and validate it.
 
@@ -429,7 +480,7 @@ def load() -> StackConfig:
     cfg = pulumi.Config(NAMESPACE)
     raw: dict[str, Any] = {}
     for key in _stack_keys():
-        raw[key] = cfg.get_object(key) if key in ("services", "apiPublicAccessCidrs") else cfg.get(key)
+        raw[key] = cfg.get_object(key) if key in _STRUCTURED_KEYS else cfg.get(key)
     region = pulumi.Config("aws").get("region") or ""
     return build_config(raw, project=pulumi.get_project(), stack=pulumi.get_stack(), region=region)
 

@@ -156,17 +156,37 @@ def test_deploy_runs_pulumi_up_on_main_for_each_stack(deploy: dict):
     assert deploy["concurrency"]["cancel-in-progress"] is False
 
 
-@pytest.mark.parametrize("name,job", [("preview.yml", "preview"), ("deploy.yml", "deploy")])
-def test_cloud_jobs_assume_an_aws_role_by_oidc_before_pulumi(name: str, job: str):
+@pytest.mark.parametrize(
+    "name,job,role",
+    [("preview.yml", "preview", "AWS_PREVIEW_ROLE_ARN"), ("deploy.yml", "deploy", "AWS_ROLE_ARN")],
+)
+def test_cloud_jobs_assume_an_aws_role_by_oidc_before_pulumi(name: str, job: str, role: str):
     workflow = load(name)
     assert workflow["jobs"][job]["permissions"]["id-token"] == "write"
     assert workflow["permissions"] == {"contents": "read"}
     job_steps = steps(workflow, job)
     aws = step_index(job_steps, lambda s: uses(s, "aws-actions/configure-aws-credentials"))
     pulumi = step_index(job_steps, lambda s: uses(s, "pulumi/actions"))
-    install = step_index(job_steps, lambda s: '".[infra]"' in s.get("run", ""))
+    # The environment `pulumi install` would build: infra/requirements.txt, installed from infra/.
+    install = step_index(job_steps, lambda s: "cd infra && ../.venv/bin/pip install -r requirements.txt"
+                         in s.get("run", ""))
     assert install < aws < pulumi
-    assert job_steps[aws]["with"]["role-to-assume"] == "${{ vars.AWS_ROLE_ARN }}"
+    assert job_steps[aws]["with"]["role-to-assume"] == f"${{{{ vars.{role} }}}}"
+
+
+def test_preview_never_gets_the_deploy_role(preview: dict):
+    # Pull-request code runs in preview: it must not be able to assume the role that can change the stacks.
+    assert "AWS_ROLE_ARN" not in (WORKFLOWS / "preview.yml").read_text().replace("AWS_PREVIEW_ROLE_ARN", "")
+
+
+def test_deploy_session_outlasts_a_first_up_and_the_role_allows_it(deploy: dict):
+    job_steps = steps(deploy, "deploy")
+    aws = job_steps[step_index(job_steps, lambda s: uses(s, "aws-actions/configure-aws-credentials"))]["with"]
+    duration = int(aws["role-duration-seconds"])
+    assert duration >= 2 * 3600
+    assert deploy["jobs"]["deploy"]["timeout-minutes"] * 60 >= duration
+    documented = re.search(r"MaxSessionDuration[^0-9]*(\d+)", (ROOT / "docs" / "container.md").read_text())
+    assert documented and int(documented.group(1)) >= duration
 
 
 def test_deploy_smokes_then_runs_k6_after_pulumi_up(deploy: dict):

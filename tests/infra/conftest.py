@@ -24,6 +24,18 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(REPO)]
 
 from infra_mocks import NoReferencesMonitor, Recorded, RecordingMocks  # noqa: E402
 
+ACCOUNT_ID = "123456789012"
+# What docs/deploy.md has a user set with `pulumi config set` before the first `pulumi up` of an EKS stack: the
+# committed stack file deliberately leaves who may reach the cluster to each deployment.
+OPERATOR_CONFIG: dict[str, dict[str, str]] = {
+    "dev": {
+        "mlapi:apiPublicAccessCidrs": json.dumps(["203.0.113.7/32", "198.51.100.0/24"]),
+        "mlapi:clusterAdminArns": json.dumps([f"arn:aws:iam::{ACCOUNT_ID}:role/platform-admin"]),
+        "mlapi:deployRoleArn": f"arn:aws:iam::{ACCOUNT_ID}:role/mlapi-deploy",
+        "mlapi:previewRoleArn": f"arn:aws:iam::{ACCOUNT_ID}:role/mlapi-preview",
+    },
+}
+
 
 def stack_config(stack: str) -> dict[str, str]:
     """The stack file's `config:` as the Pulumi engine hands it to a program: every value a string (JSON if
@@ -36,6 +48,11 @@ def stack_config(stack: str) -> dict[str, str]:
     }
     values.update(yaml.safe_load((REPO / f"Pulumi.{stack}.yaml").read_text())["config"])
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in values.items()}
+
+
+def operated_config(stack: str) -> dict[str, str]:
+    """The stack file's config plus what the operator sets before the first `pulumi up`."""
+    return {**stack_config(stack), **OPERATOR_CONFIG.get(stack, {})}
 
 
 @dataclass
@@ -59,7 +76,7 @@ class ProgramRun:
 def run_program(stack: str, overrides: dict[str, str] | None = None, *, preview: bool = False) -> ProgramRun:
     """Run infra/__main__.py under mocks with the stack file's config (plus `overrides`), from infra/ as the
     working directory, as `pulumi up` (or, with `preview`, `pulumi preview` of a new stack) would."""
-    config = {**stack_config(stack), **(overrides or {})}
+    config = {**operated_config(stack), **(overrides or {})}
     mocks = RecordingMocks(preview=preview)
     pulumi.runtime.set_mocks(mocks, project="mlapi", stack=stack, preview=preview, monitor=NoReferencesMonitor(mocks))
     pulumi.runtime.set_all_config(config)
@@ -110,7 +127,7 @@ def fargate_preview() -> ProgramRun:
 def dev_raw() -> Iterator[dict[str, Any]]:
     """The dev stack's `mlapi:` values, parsed, for building variations of the config in tests."""
     raw: dict[str, Any] = {}
-    for key, value in stack_config("dev").items():
+    for key, value in operated_config("dev").items():
         if key.startswith("mlapi:"):
             # Scalars stay strings, as the engine passes them; lists and objects are parsed as get_object does.
             raw[key.split(":", 1)[1]] = json.loads(value) if value.startswith(("[", "{")) else value

@@ -16,6 +16,7 @@ UNTAGGABLE = {
     "aws:ecr/lifecyclePolicy:LifecyclePolicy",
     "aws:appautoscaling/policy:Policy",
     "aws:secretsmanager/secretVersion:SecretVersion",
+    "aws:eks/accessPolicyAssociation:AccessPolicyAssociation",
 }
 EXPECTED_TAGS = {"stack": "dev", "service": "mlapi", "managed-by": "pulumi"}
 
@@ -31,6 +32,7 @@ def test_declare_components_with_mlapi_tokens_and_role_names(dev: ProgramRun) ->
     assert tokens == {
         "mlapi:network:Network", "mlapi:registry:Registry", "mlapi:image:ModelImage", "mlapi:cache:Cache",
         "mlapi:cache:CacheAccess", "mlapi:observability:Observability", "mlapi:cluster:Cluster",
+        "mlapi:access:AccessEntries",
         "mlapi:workloads:Workloads", "mlapi:mesh:Mesh",
     }
     components = {r.name for r in dev.resources if r.typ.startswith("mlapi:")}
@@ -84,7 +86,8 @@ def test_declare_eks_cluster_private_api_auth_oidc_pinned(dev: ProgramRun) -> No
     assert eks["privateSubnetIds"] == ["subnet-priv-a", "subnet-priv-b"]
     assert eks["nodeAssociatePublicIpAddress"] is False
     assert eks["endpointPrivateAccess"] is True
-    assert eks["publicAccessCidrs"] == ["0.0.0.0/0"]
+    assert eks["endpointPublicAccess"] is True
+    assert eks["publicAccessCidrs"] == ["203.0.113.7/32", "198.51.100.0/24"]
     assert "encryptionConfigKeyArn" in eks
     assert set(eks["enabledClusterLogTypes"]) >= {"api", "audit", "authenticator"}
     nodes = dev.one("eks:index:ManagedNodeGroup").inputs
@@ -217,7 +220,8 @@ def test_declare_log_groups_with_retention_before_cluster(dev: ProgramRun) -> No
     groups = {r.inputs["name"]: plain(r.inputs) for r in dev.of_type("aws:cloudwatch/logGroup:LogGroup")}
     assert "/aws/eks/mlapi-dev/cluster" in groups
     assert all(g["retentionInDays"] == 14 for g in groups.values())
-    assert dev.one("aws:eks/addon:Addon").inputs["addonName"] == "amazon-cloudwatch-observability"
+    insights = dev.one("aws:eks/addon:Addon", "cluster-container-insights")
+    assert insights.inputs["addonName"] == "amazon-cloudwatch-observability"
 
 
 def test_declare_nothing_of_fargate_on_eks(dev: ProgramRun) -> None:
