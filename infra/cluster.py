@@ -120,6 +120,8 @@ class Cluster(pulumi.ComponentResource):
             scaling_config=aws.eks.NodeGroupScalingConfigArgs(
                 min_size=settings.min_nodes, desired_size=settings.desired_nodes, max_size=settings.max_nodes
             ),
+            # Cluster Autoscaler owns the desired size once the group exists (autoscaler.py).
+            ignore_scaling_changes=True,
             labels={"mlapi/pool": "models"},
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=attachments),

@@ -148,6 +148,7 @@ class StackConfig:
     cache: CacheSettings
     fargate: FargateSettings
     log_retention_days: int
+    certificate_arn: str
     timeouts: Timeouts
     services: tuple[ModelService, ...]
 
@@ -172,10 +173,10 @@ DEFAULTS: dict[str, Any] = {
     "buildOnPreview": False,
     "keepImages": 10,
     "kubernetesVersion": versions.KUBERNETES_VERSION,
-    "nodeInstanceType": "m6i.large",
+    "nodeInstanceType": "m6i.xlarge",
     "nodeMinSize": 2,
     "nodeDesiredSize": 2,
-    "nodeMaxSize": 4,
+    "nodeMaxSize": 5,
     "apiPublicAccess": True,
     "apiPublicAccessCidrs": [],
     "clusterAdminArns": [],
@@ -414,6 +415,7 @@ def build_config(raw_values: Mapping[str, Any], *, project: str, stack: str, reg
             health_check_grace_seconds=_int(raw, "healthCheckGraceSeconds", "healthCheckGraceSeconds", 0, 7200),
         ),
         log_retention_days=_retention(raw),
+        certificate_arn=certificate_arn,
         timeouts=Timeouts(
             _int(raw, "requestTimeoutSeconds", "requestTimeoutSeconds", 1, MAX_REQUEST_TIMEOUT_SECONDS)
         ),

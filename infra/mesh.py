@@ -10,9 +10,12 @@ VirtualService objects wait on the CRDs and the validating webhook.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
+
+from infra.capacity import RELEASE_REQUESTS
 
 ISTIO_REPO = "https://istio-release.storage.googleapis.com/charts"
 ISTIO_NAMESPACE = "istio-system"
@@ -41,7 +44,35 @@ class MeshArgs:
     app_namespace: pulumi.Input[str]
     routes: list[Route]
     route_timeout_seconds: int
+    certificate_arn: str
     depends_on: list[pulumi.Resource]
+    # The load balancer controller: its webhook must claim the gateway Service, not the in-tree provider.
+    load_balancer_controller: list[pulumi.Resource]
+
+
+_LB = "service.beta.kubernetes.io/aws-load-balancer-"
+
+
+def gateway_service(certificate_arn: str) -> dict[str, Any]:
+    """The gateway Service: an internet-facing NLB of the AWS Load Balancer Controller with IP targets, publishing
+    only what is served, 80, and 443 with TLS ended at the NLB when a certificate is configured (the chart's
+    default 15021 and 443 would be listeners with nothing behind them). The NLB health-checks each gateway pod's
+    readiness endpoint directly (IP targets need no Service port for it)."""
+    ports = [{"name": "http2", "port": 80, "protocol": "TCP", "targetPort": 80}]
+    annotations = {
+        _LB + "type": "external",
+        _LB + "nlb-target-type": "ip",
+        _LB + "scheme": "internet-facing",
+        _LB + "healthcheck-protocol": "http",
+        _LB + "healthcheck-port": "15021",
+        _LB + "healthcheck-path": "/healthz/ready",
+    }
+    if certificate_arn:
+        ports.append({"name": "https", "port": 443, "protocol": "TCP", "targetPort": 80})
+        annotations[_LB + "ssl-cert"] = certificate_arn
+        annotations[_LB + "ssl-ports"] = "443"
+        annotations[_LB + "ssl-negotiation-policy"] = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+    return {"type": "LoadBalancer", "ports": ports, "annotations": annotations}
 
 
 def http_routes(routes: list[Route], timeout_seconds: int) -> list[dict[str, object]]:
@@ -59,14 +90,17 @@ def http_routes(routes: list[Route], timeout_seconds: int) -> list[dict[str, obj
 
 
 class Mesh(pulumi.ComponentResource):
-    """Istio control plane, ingress gateway behind an AWS NLB, and the prefix routes."""
+    """Istio control plane, ingress gateway behind an AWS NLB, and the prefix routes; `scheme` is http or https."""
 
     load_balancer_host: pulumi.Output[str]
+    scheme: str
 
     def __init__(self, name: str, args: MeshArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlapi:mesh:Mesh", name, None, opts)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=args.depends_on)
         repo = k8s.helm.v3.RepositoryOptsArgs(repo=ISTIO_REPO)
+        (istiod_pod,) = RELEASE_REQUESTS["istiod"]
+        (gateway_pod,) = RELEASE_REQUESTS[GATEWAY_RELEASE]
 
         system_ns = k8s.core.v1.Namespace(
             f"{name}-system-ns", metadata={"name": ISTIO_NAMESPACE}, opts=k8s_opts
@@ -92,7 +126,8 @@ class Mesh(pulumi.ComponentResource):
             version=args.istio_version,
             repository_opts=repo,
             namespace=system_ns.metadata["name"],
-            values={"pilot": {"autoscaleMin": 1, "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}}},
+            values={"pilot": {"autoscaleMin": istiod_pod.min_replicas, "autoscaleMax": istiod_pod.max_replicas,
+                              "resources": istiod_pod.resources()}},
             atomic=True,
             timeout=600,
             opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[base])),
@@ -105,16 +140,15 @@ class Mesh(pulumi.ComponentResource):
             repository_opts=repo,
             namespace=gateway_ns.metadata["name"],
             values={
-                "service": {
-                    "type": "LoadBalancer",
-                    # In-tree AWS cloud provider: an internet-facing NLB in the subnets tagged kubernetes.io/role/elb.
-                    "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"},
-                },
-                "autoscaling": {"minReplicas": 2},
+                "service": gateway_service(args.certificate_arn),
+                "resources": gateway_pod.resources(),
+                "autoscaling": {"minReplicas": gateway_pod.min_replicas, "maxReplicas": gateway_pod.max_replicas},
             },
             atomic=True,
             timeout=900,
-            opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[istiod])),
+            opts=pulumi.ResourceOptions.merge(
+                k8s_opts, pulumi.ResourceOptions(depends_on=[istiod, *args.load_balancer_controller])
+            ),
         )
         crd_ready = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[base, istiod, gateway]))
         k8s.apiextensions.CustomResource(
@@ -146,6 +180,7 @@ class Mesh(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[gateway]),
         )
         self.load_balancer_host = service.status.apply(_lb_host)
+        self.scheme = "https" if args.certificate_arn else "http"
         self.register_outputs({"load_balancer_host": self.load_balancer_host})
 
 

@@ -6,17 +6,33 @@ from typing import Any
 
 import pulumi
 
+from infra.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from infra.cache import CacheAccess, CacheAccessArgs
+from infra.capacity import capacity_problems
 from infra.cluster import Cluster, ClusterArgs
-from infra.config import StackConfig
+from infra.config import ConfigError, StackConfig
 from infra.foundation import Foundation
+from infra.lb_controller import LoadBalancerController, LoadBalancerControllerArgs
 from infra.mesh import Mesh, MeshArgs, Route
 from infra.observability import Observability, ObservabilityArgs, eks_log_group_names
 from infra.workloads import SERVICE_PORT, Workloads, WorkloadsArgs, WorkloadService
 
+# Every Helm release this platform installs; infra/capacity.py holds the requests of each.
+HELM_RELEASES = ["metrics-server", "istio-base", "istiod", "istio-ingressgateway", "cluster-autoscaler",
+                 "aws-load-balancer-controller"]
+
+
+def check_capacity(cfg: StackConfig) -> None:
+    """Fail before declaring anything when the node group cannot hold the cluster at min or at max."""
+    for problem in capacity_problems(cfg.cluster, cfg.services, HELM_RELEASES):
+        key = "nodeMaxSize" if problem.startswith("at max") else (
+            "nodeMinSize" if problem.startswith("at min") else "nodeInstanceType")
+        raise ConfigError(key, problem)
+
 
 def deploy_eks(cfg: StackConfig, base: Foundation) -> dict[str, Any]:
     """Declare the EKS platform on `base`; returns the stack outputs it adds."""
+    check_capacity(cfg)
     tags = cfg.tags()
     logs = Observability(
         "observability",
@@ -43,6 +59,22 @@ def deploy_eks(cfg: StackConfig, base: Foundation) -> dict[str, Any]:
             tags=tags,
         ),
     )
+    controllers = [cluster.pod_identity_agent, *cluster.ready]
+    ClusterAutoscaler(
+        "autoscaler",
+        ClusterAutoscalerArgs(
+            cluster_name=cfg.prefix, cluster_name_output=cluster.cluster_name,
+            kubernetes_version=cfg.cluster.kubernetes_version, region=cfg.region, provider=cluster.provider,
+            depends_on=controllers, tags=tags,
+        ),
+    )
+    lb_controller = LoadBalancerController(
+        "lb-controller",
+        LoadBalancerControllerArgs(
+            cluster_name=cfg.prefix, cluster_name_output=cluster.cluster_name, vpc_id=base.network.vpc_id,
+            region=cfg.region, provider=cluster.provider, depends_on=controllers, tags=tags,
+        ),
+    )
     workloads = Workloads(
         "workloads",
         WorkloadsArgs(
@@ -66,12 +98,14 @@ def deploy_eks(cfg: StackConfig, base: Foundation) -> dict[str, Any]:
                 for svc in cfg.services
             ],
             route_timeout_seconds=cfg.timeouts.route_timeout_seconds,
+            certificate_arn=cfg.certificate_arn,
             depends_on=cluster.ready,
+            load_balancer_controller=[lb_controller.release],
         ),
     )
     return {
         "service_urls": {
-            svc.name: pulumi.Output.concat("http://", mesh.load_balancer_host, svc.path_prefix, "/")
+            svc.name: pulumi.Output.concat(mesh.scheme, "://", mesh.load_balancer_host, svc.path_prefix, "/")
             for svc in cfg.services
         },
         "clusterName": cluster.cluster_name,

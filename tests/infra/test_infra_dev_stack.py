@@ -32,7 +32,8 @@ def test_declare_components_with_mlapi_tokens_and_role_names(dev: ProgramRun) ->
     assert tokens == {
         "mlapi:network:Network", "mlapi:registry:Registry", "mlapi:image:ModelImage", "mlapi:cache:Cache",
         "mlapi:cache:CacheAccess", "mlapi:observability:Observability", "mlapi:cluster:Cluster",
-        "mlapi:access:AccessEntries",
+        "mlapi:access:AccessEntries", "mlapi:podidentity:PodIdentityRole", "mlapi:autoscaler:ClusterAutoscaler",
+        "mlapi:lbcontroller:LoadBalancerController",
         "mlapi:workloads:Workloads", "mlapi:mesh:Mesh",
     }
     components = {r.name for r in dev.resources if r.typ.startswith("mlapi:")}
@@ -91,8 +92,9 @@ def test_declare_eks_cluster_private_api_auth_oidc_pinned(dev: ProgramRun) -> No
     assert "encryptionConfigKeyArn" in eks
     assert set(eks["enabledClusterLogTypes"]) >= {"api", "audit", "authenticator"}
     nodes = dev.one("eks:index:ManagedNodeGroup").inputs
-    assert nodes["instanceTypes"] == ["m6i.large"]
-    assert plain(nodes["scalingConfig"]) == {"minSize": 2, "desiredSize": 2, "maxSize": 4}
+    assert nodes["instanceTypes"] == ["m6i.xlarge"]
+    assert nodes["ignoreScalingChanges"] is True
+    assert plain(nodes["scalingConfig"]) == {"minSize": 2, "desiredSize": 2, "maxSize": 5}
     assert nodes["subnetIds"] == ["subnet-priv-a", "subnet-priv-b"]
 
 
@@ -110,7 +112,8 @@ def test_declare_no_default_kubernetes_provider(dev: ProgramRun) -> None:
 
 def test_declare_metrics_server_and_istio_releases_pinned(dev: ProgramRun) -> None:
     releases = {r.inputs["name"]: r.inputs for r in dev.of_type("kubernetes:helm.sh/v3:Release")}
-    assert set(releases) == {"metrics-server", "istio-base", "istiod", "istio-ingressgateway"}
+    assert set(releases) == {"metrics-server", "istio-base", "istiod", "istio-ingressgateway", "cluster-autoscaler",
+                             "aws-load-balancer-controller"}
     assert releases["metrics-server"]["version"] == "3.13.1"
     for name in ("istio-base", "istiod", "istio-ingressgateway"):
         assert releases[name]["version"] == "1.31.1"
