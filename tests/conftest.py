@@ -160,3 +160,61 @@ def redis_server(redis_session: RedisServer) -> Iterator[RedisServer]:
     yield redis_session
     if redis_session.process is None:
         redis_session.start()
+
+
+class MlapiProcess:
+    """`python -m mlapi serve` as its own process on a free port, as it runs in the image."""
+
+    def __init__(self, model_dir: Path, log_path: Path, **env: str) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "mlapi", "serve", "--model-dir", str(model_dir), "--port", str(self.port)],
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **env},
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mlapi exited with {self.process.returncode}; see {self._log.name}")
+            try:
+                health = httpx.get(f"{self.base_url}/health", timeout=2)
+            except httpx.HTTPError:
+                time.sleep(0.2)
+                continue
+            if health.status_code == 200:
+                return
+            if health.json().get("status") == "failed":
+                raise RuntimeError(f"mlapi failed to load its model: {health.text}; see {self._log.name}")
+            time.sleep(0.2)
+        raise RuntimeError(f"mlapi never became ready; see {self._log.name}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self._log.close()
+
+
+@pytest.fixture
+def serve_mlapi(tmp_path: Path) -> Iterator[Callable[..., MlapiProcess]]:
+    """`serve_mlapi(model_dir, MLAPI_X="...")`: a started, ready mlapi process, stopped after the test."""
+    started: list[MlapiProcess] = []
+
+    def start(model_dir: Path, **env: str) -> MlapiProcess:
+        server = MlapiProcess(model_dir, tmp_path / f"mlapi-{len(started)}.log", **env)
+        started.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -13,6 +13,7 @@ from monitoring_files import (
     ALERTS,
     ALERTS_TEST,
     DASHBOARD_JSON,
+    KUBERNETES_ONLY,
     OPERATIONS,
     alert_rules,
     dashboard_expressions,
@@ -94,6 +95,12 @@ def test_every_kubernetes_only_dashboard_query_has_a_promtool_test() -> None:
     kubernetes = {" ".join(e.split()) for e in dashboard_expressions() if is_kubernetes_only(e)}
     assert len(kubernetes) == 4
     assert kubernetes <= tested, kubernetes - tested
+
+
+def test_kubernetes_only_series_are_promtool_inputs_under_their_exporters_names() -> None:
+    inputs = {s["series"].split("{")[0] for case in promtool_tests() for s in case["input_series"]}
+    assert inputs >= KUBERNETES_ONLY
+    assert not any(name.startswith("mlapi_") for name in KUBERNETES_ONLY)
 
 
 def test_every_alert_has_a_runbook_section() -> None:

@@ -17,7 +17,7 @@ def _sample(client: TestClient, line_start: str, path: str = "/metrics") -> floa
 
 
 def test_charted_label_sets_read_zero_before_any_request(make_client, minilm_dir) -> None:
-    with make_client(minilm_dir, path_prefix="/lab", max_queue=300) as client:
+    with make_client(minilm_dir, path_prefix="/lab", max_queue=1234) as client:
         for status in ("200", "422", "500", "503"):
             assert _sample(client, f'mlapi_requests_total{{route="/lab/query",status="{status}"}}', "/lab/metrics") == 0
         assert _sample(client, 'mlapi_request_seconds_count{route="/lab/predict"}', "/lab/metrics") == 0
@@ -25,9 +25,18 @@ def test_charted_label_sets_read_zero_before_any_request(make_client, minilm_dir
             assert _sample(client, f'mlapi_rejected_total{{reason="{reason}"}}', "/lab/metrics") == 0
         assert _sample(client, 'mlapi_cache_hits_total{op="embed"}', "/lab/metrics") == 0
         assert _sample(client, 'mlapi_cache_errors_total{kind="skipped"}', "/lab/metrics") == 0
-        assert _sample(client, 'mlapi_queue_capacity_texts{backend="onnx"}', "/lab/metrics") == 300
+        assert _sample(client, 'mlapi_queue_capacity_texts{backend="onnx"}', "/lab/metrics") == 1234
         assert _sample(client, 'mlapi_queue_texts{backend="onnx"}', "/lab/metrics") == 0
         assert _sample(client, "mlapi_cache_circuit_open", "/lab/metrics") == 0
+
+
+def test_requests_without_content_type_are_counted_under_their_route(minilm_client) -> None:
+    # k6 posts JSON with no Content-Type; such requests must not land in route="unmatched".
+    assert minilm_client.post("/query", content=b'{"sentence": "a", "labels": ["x", "y"]}').status_code == 200
+    assert minilm_client.post("/predict", content=b'{"txt": ["typo"]}').status_code == 422
+    assert _sample(minilm_client, 'mlapi_requests_total{route="/query",status="200"}') == 1
+    assert _sample(minilm_client, 'mlapi_requests_total{route="/predict",status="422"}') == 1
+    assert "unmatched" not in minilm_client.get("/metrics").text
 
 
 def test_refusal_before_ready_is_counted_as_not_ready(minilm_dir) -> None:
