@@ -1,0 +1,41 @@
+"""docs/deploy.md matches the program: its config keys exist, every key is documented, its outputs are exported,
+and the versions it names are the pinned ones."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import REPO, ProgramRun
+
+from infra import versions
+from infra.config import DEFAULTS, SERVICE_DEFAULTS
+
+DOC = (REPO / "docs" / "deploy.md").read_text()
+
+
+def test_every_config_key_the_doc_names_exists_and_every_key_is_documented() -> None:
+    named = set(re.findall(r"mlapi:([A-Za-z]+)", DOC))
+    assert named <= {*DEFAULTS, "services"}
+    table = {m for m in re.findall(r"^\| `mlapi:([A-Za-z]+)`", DOC, flags=re.M)}
+    slash = set(re.findall(r"^\| `mlapi:nodeMinSize` / `(nodeDesiredSize)` / `(nodeMaxSize)`", DOC, flags=re.M)[0])
+    assert {*DEFAULTS, "services"} <= table | slash
+    for field in SERVICE_DEFAULTS:
+        assert f"`{field}`" in DOC, field
+
+
+@pytest.mark.parametrize("stack", ["dev", "fargate"])
+def test_outputs_the_doc_reads_are_exported(stack: str, request: pytest.FixtureRequest) -> None:
+    run: ProgramRun = request.getfixturevalue(stack)
+    read = set(re.findall(r"pulumi stack output (\w+)", DOC))
+    assert "service_urls" in read
+    exported = set(run.outputs)
+    platform_only = {"kubeconfig", "clusterName"} if stack == "fargate" else set()
+    assert read - platform_only <= exported
+
+
+def test_doc_names_the_pinned_versions() -> None:
+    for pin in (versions.KUBERNETES_VERSION, versions.ISTIO_VERSION, versions.METRICS_SERVER_CHART,
+                versions.CLUSTER_AUTOSCALER_CHART, versions.AWS_LOAD_BALANCER_CONTROLLER_CHART):
+        assert pin in DOC, pin
+    assert versions.EKS_STANDARD_SUPPORT_ENDS[versions.KUBERNETES_VERSION].isoformat() in DOC
