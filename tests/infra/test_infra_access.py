@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ACCOUNT_ID, REPO, ProgramRun, run_program, stack_config
 from infra_mocks import plain
+from infra_program import ACCOUNT_ID, REPO, ProgramRun, run_program, stack_config
 
 from infra.access import ADMIN_POLICY, VIEW_POLICY
 from infra.config import ConfigError, build_config

@@ -7,8 +7,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from conftest import ProgramRun, run_program
 from infra_mocks import plain
+from infra_program import ProgramRun, run_program
 
 from infra import capacity, versions
 from infra.config import StackConfig, build_config

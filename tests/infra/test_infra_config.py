@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, run_program
+from infra_program import REPO, run_program
 
 from infra.cache import AUTH_TOKEN_SPECIALS, redis_url
 from infra.config import DEFAULTS, ConfigError, build_config

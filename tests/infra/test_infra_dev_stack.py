@@ -6,8 +6,8 @@ import json
 import re
 
 import yaml
-from conftest import REPO, ProgramRun
 from infra_mocks import AUTH_TOKEN, DIGEST, LB_HOST, NODE_SG, REDIS_HOST, REPOSITORY_URL, is_secret, plain
+from infra_program import REPO, ProgramRun
 
 # AWS resource types that have no `tags` argument.
 UNTAGGABLE = {

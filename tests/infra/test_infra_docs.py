@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import REPO, ProgramRun
+from infra_program import REPO, ProgramRun
 
 from infra import versions
 from infra.config import DEFAULTS, SERVICE_DEFAULTS

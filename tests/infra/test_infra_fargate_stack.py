@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from conftest import ProgramRun, run_program
 from infra_mocks import REDIS_HOST, REPOSITORY_URL, is_secret, plain
+from infra_program import ProgramRun, run_program
 
 CERT = "arn:aws:acm:us-east-1:123456789012:certificate/abc"
 

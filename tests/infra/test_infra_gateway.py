@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conftest import ProgramRun, run_program
 from infra_mocks import LB_HOST, plain
+from infra_program import ProgramRun, run_program
 
 CERT = "arn:aws:acm:us-east-1:123456789012:certificate/abc"
 LB = "service.beta.kubernetes.io/aws-load-balancer-"

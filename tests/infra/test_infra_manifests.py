@@ -15,8 +15,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import ProgramRun
 from infra_mocks import plain
+from infra_program import ProgramRun
 
 CRD_KINDS = {"Gateway", "VirtualService"}
 # Every skipped check and why it does not apply; anything else failing fails the test.

@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import PROGRAM_DIR, REPO, ProgramRun
 from infra_mocks import plain
+from infra_program import PROGRAM_DIR, REPO, ProgramRun
 
 from infra.image import context_files, context_hash
 
@@ -91,7 +91,7 @@ def test_context_files_of_the_repository_follow_its_dockerignore() -> None:
 
 def test_program_runs_with_infra_as_working_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # Whatever directory the tests start from, the program sees infra/ and declares the same build paths.
-    from conftest import run_program
+    from infra_program import run_program
 
     monkeypatch.chdir(tmp_path)
     run = run_program("fargate")

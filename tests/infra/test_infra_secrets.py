@@ -6,8 +6,8 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from conftest import ProgramRun
 from infra_mocks import AUTH_TOKEN, is_secret
+from infra_program import ProgramRun
 
 import infra.cache
 

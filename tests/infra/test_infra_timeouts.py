@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 import pytest
-from conftest import ProgramRun, run_program
 from infra_mocks import plain
+from infra_program import ProgramRun, run_program
 
 from infra.config import ConfigError, build_config
 from infra.timeouts import ECS_MAX_STOP_TIMEOUT, MAX_REQUEST_TIMEOUT_SECONDS, Timeouts

@@ -9,7 +9,7 @@ import sys
 import tomllib
 
 import yaml
-from conftest import PROGRAM_DIR, REPO
+from infra_program import PROGRAM_DIR, REPO
 
 
 def _infra_extra() -> set[str]:

@@ -6,7 +6,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
-from conftest import ProgramRun
+from infra_program import ProgramRun
 
 from infra import versions
 from infra.config import DEFAULTS, ConfigError, build_config
