@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from .manifest import Manifest, QuantizationReport, ZeroShot, content_hash
 from .settings import usable_cpus
+from .shaping import PROBE_SHAPES, fit_pass_overhead, worker_plan
 from .tokenization import TOKENIZER_FILE, TextEncoder
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,32 @@ SENTIMENT_DESCRIPTIONS = {
         "This is negative.", "I hate it.", "This is terrible, boring and awful.", "I am angry.",
     ],
 }
+PROBE_ROUNDS = 15
+
+
+def measure_pass_overhead(model_dir: Path, manifest: Manifest, encoder: TextEncoder) -> float:
+    """Time the served graph on a few pass shapes and return the fixed cost of one pass in token-times.
+
+    The server cuts passes with it (see `shaping.cut_passes`); the fastest of a few rounds per shape keeps a busy
+    build machine from inflating it.
+    """
+    from .backends.onnx import OnnxBackend
+
+    _, threads = worker_plan(usable_cpus())
+    backend = OnnxBackend.from_manifest(model_dir, manifest, threads)
+    # Texts of about each probe width in this tokenizer's own ids; padding is timed with the pass, as the server
+    # pays for both.
+    widths = sorted({w for _, w in PROBE_SHAPES})
+    encoded = dict(zip(widths, encoder.encode([" ".join(["good"] * max(1, w - 2)) for w in widths]), strict=True))
+    fastest: dict[tuple[int, int], float] = {}
+    for _ in range(PROBE_ROUNDS):
+        for rows, width in PROBE_SHAPES:
+            started = time.perf_counter()
+            batch = encoder.pad([encoded[width]] * rows)
+            backend.infer(batch)
+            elapsed = time.perf_counter() - started
+            fastest[batch.shape] = min(elapsed, fastest.get(batch.shape, elapsed))
+    return round(fit_pass_overhead(fastest), 2)
 
 
 def bake(source: str | None, out: Path, revision: str | None = None, onnx_only: bool = False,
@@ -83,6 +111,8 @@ def bake(source: str | None, out: Path, revision: str | None = None, onnx_only: 
             quantization=report,
             zero_shot=ZeroShot(descriptions=SENTIMENT_DESCRIPTIONS) if info.task == "sentence-embedding" else None,
         )
+        manifest.pass_overhead_tokens = measure_pass_overhead(staging, manifest, encoder)
+        log.info("one pass costs as much as %.1f more tokens", manifest.pass_overhead_tokens)
         manifest.content_hash = content_hash(staging)
         manifest.save(staging)
         if out.exists():

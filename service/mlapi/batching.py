@@ -2,7 +2,8 @@
 
 A transformer pass on 32 short texts costs far less than 32 passes on one text each. Requests put their texts on
 one queue; a single worker takes everything waiting (up to a pass budget), waits at most `wait_ms` for stragglers
-when the queue is short, runs the passes in one inference thread, and hands each request back its own rows.
+when the queue is short, runs the passes in one inference thread (cut by length as `shaping` decides), and hands
+each request back its own rows.
 While a pass runs, the next batch gathers, so batch size grows with load by itself. Past `max_queue` waiting
 texts, new requests are refused at once (503) rather than answered late.
 """
@@ -20,17 +21,23 @@ import numpy as np
 from .backends import Backend
 from .errors import InferenceFailed, NotReady, Overloaded
 from .metrics import Metrics
+from .shaping import DEFAULT_PASS_OVERHEAD_TOKENS
 from .tokenization import TextEncoder
 
 log = logging.getLogger(__name__)
 
 
 def infer_texts(
-    backend: Backend, encoder: TextEncoder, texts: list[str], max_size: int, max_tokens: int
+    backend: Backend,
+    encoder: TextEncoder,
+    texts: list[str],
+    max_size: int,
+    max_tokens: int,
+    overhead_tokens: float = DEFAULT_PASS_OVERHEAD_TOKENS,
 ) -> np.ndarray:
     """Output rows for `texts`, in their order, computed in length-sorted, token-budgeted passes."""
     rows: np.ndarray | None = None
-    for positions, batch in encoder.passes(texts, max_size, max_tokens):
+    for positions, batch in encoder.passes(texts, max_size, max_tokens, overhead_tokens):
         out = backend.infer(batch)
         if rows is None:
             rows = np.empty((len(texts), *out.shape[1:]), dtype=out.dtype)
@@ -60,12 +67,14 @@ class MicroBatcher:
         wait_ms: float,
         max_queue: int,
         workers: int = 1,
+        overhead_tokens: float = DEFAULT_PASS_OVERHEAD_TOKENS,
     ) -> None:
         self.backend = backend
         self._encoder = encoder
         self._metrics = metrics
         self._max_size = max_size
         self._max_tokens = max_tokens
+        self._overhead_tokens = overhead_tokens
         self._wait = wait_ms / 1000.0
         self._max_queue = max_queue
         self._jobs: list[_Job] = []
@@ -139,7 +148,8 @@ class MicroBatcher:
         started = time.perf_counter()
         try:
             rows = await asyncio.get_running_loop().run_in_executor(
-                self._executor, infer_texts, self.backend, self._encoder, texts, self._max_size, self._max_tokens
+                self._executor, infer_texts, self.backend, self._encoder, texts, self._max_size, self._max_tokens,
+                self._overhead_tokens,
             )
         except Exception:  # a failed pass fails its requests, never the worker
             log.exception("inference failed for %d texts", len(texts))

@@ -52,6 +52,8 @@ class Manifest(BaseModel):
     torch_dir: str | None = None
     quantization: QuantizationReport = Field(default_factory=QuantizationReport)
     zero_shot: ZeroShot | None = None
+    # Fixed cost of one forward pass in token-times, measured by bake on the served graph (None: baked before).
+    pass_overhead_tokens: float | None = Field(None, gt=0)
     content_hash: str = ""
 
     @property

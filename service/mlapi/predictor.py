@@ -24,6 +24,7 @@ from .manifest import Manifest
 from .metrics import Metrics
 from .scoring import label_prototypes, ranked, softmax, unit, zero_shot
 from .settings import Settings
+from .shaping import DEFAULT_PASS_OVERHEAD_TOKENS
 from .tokenization import TOKENIZER_FILE, TextEncoder
 
 log = logging.getLogger(__name__)
@@ -76,9 +77,9 @@ class Predictor:
             self.manifest = manifest
             self._encoder = TextEncoder(model_dir / TOKENIZER_FILE, manifest.max_length, manifest.input_names)
             for name in self.settings.backends:
+                workers, threads = self.settings.inference_shape
                 backend = await asyncio.to_thread(
-                    load_backend, name, model_dir, manifest, self.settings.threads, self.settings.precision,
-                    self.settings.inference_workers,
+                    load_backend, name, model_dir, manifest, workers * threads, self.settings.precision, workers
                 )
                 await self._add_engine(backend, manifest)
         except Exception as exc:
@@ -94,6 +95,7 @@ class Predictor:
         batcher = MicroBatcher(
             backend, self._encoder, self.metrics, max_size=s.batch_max_size, max_tokens=s.batch_max_tokens,
             wait_ms=s.batch_wait_ms, max_queue=s.max_queue, workers=backend.workers,
+            overhead_tokens=manifest.pass_overhead_tokens or DEFAULT_PASS_OVERHEAD_TOKENS,
         )
         batcher.start()
         model_key = hashlib.sha256(f"{manifest.content_hash}:{backend.fingerprint}".encode()).hexdigest()[:16]

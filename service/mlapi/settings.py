@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .shaping import worker_plan
+
 BackendName = Literal["onnx", "torch"]
 _PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
 
@@ -35,7 +37,7 @@ class Settings(BaseSettings):
     extra_backends: Annotated[list[BackendName], NoDecode] = []
     precision: Literal["auto", "int8", "fp32"] = "auto"
     intra_op_threads: int | None = Field(None, ge=1, le=256)
-    inference_workers: int = Field(1, ge=1, le=64)
+    inference_workers: int | None = Field(None, ge=1, le=64)
 
     redis_url: SecretStr | None = None
     cache_enabled: bool = True
@@ -105,6 +107,13 @@ class Settings(BaseSettings):
         """Intra-op threads for inference: the setting, or the CPUs this process may really use."""
         return self.intra_op_threads or usable_cpus()
 
+    @property
+    def inference_shape(self) -> tuple[int, int]:
+        """(inference workers, threads per worker): as set, else planned from the CPUs (`shaping.worker_plan`)."""
+        if self.inference_workers is None:
+            return worker_plan(self.threads)
+        return self.inference_workers, max(1, self.threads // self.inference_workers)
+
 
 def setting_variables() -> set[str]:
     """Every environment variable the server reads: MLAPI_ plus a field name, upper-cased."""
@@ -123,27 +132,27 @@ def _describe_unknown(name: str) -> str:
     return f"{name} is not a setting{hint}"
 
 
-def usable_cpus() -> int:
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     """CPUs this process may use: the affinity mask capped by a cgroup v2 or v1 CPU quota.
 
     A pod limited to 1 CPU on a 16-core node sees 16 cores in `os.cpu_count()`; sizing the thread pool to the node
     oversubscribes the quota and makes every request slower.
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    quota = _cgroup_quota()
+    quota = _cgroup_quota(cgroup_root)
     if quota is not None:
         cpus = min(cpus, max(1, math.ceil(quota)))
     return max(1, cpus)
 
 
-def _cgroup_quota() -> float | None:
-    v2 = Path("/sys/fs/cgroup/cpu.max")
+def _cgroup_quota(root: Path) -> float | None:
+    v2 = root / "cpu.max"
     try:
         if v2.exists():
             quota, period = v2.read_text().split()[:2]
             return None if quota == "max" else int(quota) / int(period)
-        v1_quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
-        v1_period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+        v1_quota = root / "cpu" / "cpu.cfs_quota_us"
+        v1_period = root / "cpu" / "cpu.cfs_period_us"
         if v1_quota.exists() and v1_period.exists():
             quota_us = int(v1_quota.read_text())
             return None if quota_us <= 0 else quota_us / int(v1_period.read_text())

@@ -1,7 +1,8 @@
 """Text to model inputs, shared by every backend, by bake's probes and by the batcher.
 
 Texts are tokenized without padding, sorted by length and cut into forward passes that respect both a text count
-and a token budget, each padded only to its own longest text: short texts never pay for a long neighbour.
+and a token budget, each padded only to its own longest text: short texts never pay for a long neighbour, and a
+pass ends where padding would cost more than starting another.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
+
+from .shaping import DEFAULT_PASS_OVERHEAD_TOKENS, cut_passes
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -63,18 +66,13 @@ class TextEncoder:
         return TokenBatch({name: available[name] for name in self.input_names})
 
     def passes(
-        self, texts: list[str], max_size: int, max_tokens: int
+        self, texts: list[str], max_size: int, max_tokens: int, overhead_tokens: float = DEFAULT_PASS_OVERHEAD_TOKENS
     ) -> Iterator[tuple[list[int], TokenBatch]]:
-        """Yield (positions in `texts`, padded pass) covering every text once, shortest texts first."""
+        """Yield (positions in `texts`, padded pass) covering every text once, shortest texts first.
+
+        Passes are cut where padding would cost more than another pass (see `shaping.cut_passes`).
+        """
         encodings = self.encode(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-        chunk: list[int] = []
-        for index in order:
-            width = len(encodings[index].ids)
-            # Sorted ascending, so the new text is the widest: the pass would cost width * (len(chunk) + 1).
-            if chunk and (len(chunk) >= max_size or width * (len(chunk) + 1) > max_tokens):
-                yield chunk, self.pad([encodings[i] for i in chunk])
-                chunk = []
-            chunk.append(index)
-        if chunk:
+        widths = [len(e.ids) for e in encodings]
+        for chunk in cut_passes(widths, max_size, max_tokens, overhead_tokens):
             yield chunk, self.pad([encodings[i] for i in chunk])

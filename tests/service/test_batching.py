@@ -234,3 +234,40 @@ def test_onnx_backend_with_two_sessions_matches_one(classifier_dir) -> None:
     texts = _texts(10)
     np.testing.assert_allclose(infer_texts(one, encoder, texts, 4, 4096), infer_texts(two, encoder, texts, 4, 4096),
                                atol=1e-5)
+
+
+def test_batcher_answers_every_request_once_within_the_token_budget(engine_parts) -> None:
+    backend, encoder = engine_parts
+    budget = 96
+
+    class Recording:
+        """The real backend, recording the shape of every pass it runs."""
+
+        name, fingerprint, workers = backend.name, backend.fingerprint, 1
+
+        def __init__(self) -> None:
+            self.shapes: list[tuple[int, int]] = []
+
+        def infer(self, batch):  # type: ignore[no-untyped-def]
+            self.shapes.append(batch.shape)
+            return backend.infer(batch)
+
+    recording = Recording()
+    pool = _texts(60)
+    requests = [pool[i : i + (i % 5) + 1] for i in range(0, 55, 3)]
+    expected = [infer_texts(backend, encoder, r, 1, 10_000) for r in requests]
+
+    async def run() -> list[np.ndarray]:
+        batcher = MicroBatcher(recording, encoder, Metrics(), max_size=16, max_tokens=budget, wait_ms=2,
+                               max_queue=1000, overhead_tokens=4.0)
+        batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit(r) for r in requests))
+        finally:
+            await batcher.close()
+
+    results = asyncio.run(run())
+    for got, want in zip(results, expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    assert sum(rows for rows, _ in recording.shapes) == sum(len(r) for r in requests)  # each text computed once
+    assert all(rows == 1 or rows * width <= budget for rows, width in recording.shapes)
