@@ -1,12 +1,15 @@
 """`make bench`: measure mlapi against the seed-style server on one machine, in one run.
 
 Claims about speed are only worth the measurement behind them. This writes one
-random DistilBERT-base-sized model, bakes it for mlapi, then starts each server
-in turn on a free 127.0.0.1 port (one at a time: two servers under load on the
-same cores would skew each other) and drives it with k6: uncached unique texts
-at 1, 4 and 32 VUs, and the seeds' own profile (10 VUs, 95% repeated batch).
-It records cold start and peak memory per server and the installed size of the
-serving dependencies, then writes load/results/<date>-bench.{json,md,png}.
+random DistilBERT-base-sized model, bakes it for mlapi, measures the engine
+alone (batcher and backend in-process, no HTTP), then starts each server in turn
+on a free 127.0.0.1 port (one at a time: two servers under load on the same
+cores would skew each other) and drives it with k6: uncached unique texts, short
+and long, at 1, 4 and 32 VUs, the seeds' graded profile (10 VUs flat out, 95%
+one fixed batch), its never-seen-texts variant, and fully cached requests with
+Redis. It profiles mlapi under load with py-spy, records cold start and peak
+memory per server and the installed size of the serving dependencies, then
+writes load/results/<date>-bench.{json,md,png} and k6's HTML reports.
 
 Usage: python load/bench.py [--quick] [--servers seed,mlapi-onnx,mlapi-torch] [--duration S]
 """
@@ -23,6 +26,7 @@ import platform
 import resource
 import shlex
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -52,13 +56,18 @@ K6_EXIT_THRESHOLDS_FAILED = 99
 
 @dataclass(frozen=True)
 class Scenario:
-    """One k6 run: which script, how many virtual users, and how it is named in the results."""
+    """One k6 run: which script, how many virtual users, and how it is named in the results.
+
+    `k6_env` is passed to the script (LENGTH, MIX); a `profile` run is not measured but sampled with py-spy.
+    """
 
     key: str
     title: str
     script: str
     vus: int
     think_s: float = 0.0
+    k6_env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    profile: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,7 @@ class Phase:
     name: str
     env: Mapping[str, str]
     scenarios: Sequence[Scenario]
+    redis: bool = False  # start a redis-server for this phase and point MLAPI_REDIS_URL at it
 
 
 @dataclass(frozen=True)
@@ -90,11 +100,25 @@ class ServerSpec:
     needs_bake: bool = False
 
 
-UNIQUE = [Scenario(f"unique-{v}vu", f"uncached, 1 text, {v} VUs", "predict_unique.js", v) for v in (1, 4, 32)]
-PROFILE = Scenario("seed-profile", "seeds' profile, 10 VUs, flat out", "seed_profile.js", 10)
-# As the seeds were graded: 10 users, each sending about one request a second (~10 req/s in all).
-PROFILE_PACED = Scenario("seed-profile-paced", "seeds' profile, 10 VUs, 1 s think time", "seed_profile.js", 10, 1.0)
+UNIQUE = [Scenario(f"unique-{v}vu", f"uncached, 1 short text, {v} VUs", "predict_unique.js", v) for v in (1, 4, 32)]
+UNIQUE_LONG = [
+    Scenario(f"long-{v}vu", f"uncached, 1 long text, {v} VUs", "predict_unique.js", v, k6_env={"LENGTH": "long"})
+    for v in (1, 4, 32)
+]
+# As the course's k6 script graded the seeds: 10 users, no think time, 95% one fixed batch.
+GRADED = Scenario("seed-profile", "seeds' profile as graded, 10 VUs", "seed_profile.js", 10)
+UNSEEN = Scenario(
+    "seed-profile-unseen", "seeds' profile, 5% never-seen texts, 10 VUs", "seed_profile.js", 10,
+    k6_env={"MIX": "unseen"},
+)
+CACHED_REDIS = Scenario(
+    "cached-redis", "fully cached 3-text batch, Redis, 10 VUs", "seed_profile.js", 10, k6_env={"MIX": "fixed"}
+)
+PROFILED = Scenario("profile-32vu", "py-spy profile, uncached, 32 VUs", "predict_unique.js", 32, profile=True)
 UNCACHED = {"MLAPI_CACHE_ENABLED": "false"}
+ENGINE_VUS = (1, 4, 32)
+ENGINE_LENGTHS = ("short", "long")
+PROFILE_MAX_S = 10
 
 
 def _seed_spec(name: str, route: str) -> ServerSpec:
@@ -112,28 +136,37 @@ def _seed_spec(name: str, route: str) -> ServerSpec:
             route,
         ]
 
-    return ServerSpec(name=name, argv=argv, env={}, phases=[Phase("uncached", {}, UNIQUE)])
+    # The seeds' fastapi-cache never caches a POST, so the seed-style server computes every request, graded or not.
+    return ServerSpec(
+        name=name, argv=argv, env={}, phases=[Phase("uncached", {}, [*UNIQUE, UNIQUE_LONG[0], UNIQUE_LONG[2], GRADED])]
+    )
 
 
 def _mlapi_argv(paths: Paths, port: int) -> list[str]:
     return [str(mlapi_bin()), "serve", "--model-dir", str(paths.baked), "--host", bench_procs.HOST, "--port", str(port)]
 
 
-def _mlapi_spec(backend: str) -> ServerSpec:
-    return ServerSpec(
-        name=f"mlapi-{backend}",
-        argv=_mlapi_argv,
-        env={"MLAPI_BACKEND": backend},
-        phases=[Phase("uncached", UNCACHED, UNIQUE), Phase("cached", {}, [PROFILE_PACED, PROFILE])],
-        needs_bake=True,
-    )
-
-
 SERVERS: list[ServerSpec] = [
     _seed_spec("seed", "async"),
     _seed_spec("seed-threadpool", "threadpool"),
-    _mlapi_spec("onnx"),
-    _mlapi_spec("torch"),
+    ServerSpec(
+        name="mlapi-onnx",
+        argv=_mlapi_argv,
+        env={"MLAPI_BACKEND": "onnx"},
+        phases=[
+            Phase("uncached", UNCACHED, [*UNIQUE, *UNIQUE_LONG, PROFILED]),
+            Phase("cached", {}, [GRADED, UNSEEN]),
+            Phase("redis", {}, [CACHED_REDIS], redis=True),
+        ],
+        needs_bake=True,
+    ),
+    ServerSpec(
+        name="mlapi-torch",
+        argv=_mlapi_argv,
+        env={"MLAPI_BACKEND": "torch"},
+        phases=[Phase("uncached", UNCACHED, UNIQUE), Phase("cached", {}, [GRADED])],
+        needs_bake=True,
+    ),
 ]
 
 
@@ -162,11 +195,25 @@ def server_env(extra: Mapping[str, str]) -> dict[str, str]:
 # ---------------------------------------------------------------- facts about the run
 
 
-def _cpu_model() -> str:
+def _cpuinfo(field_name: str) -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
+        if line.split(":", 1)[0].strip() == field_name:
             return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+    return ""
+
+
+def _cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or "unknown"
+
+
+# The flags that decide how fast int8 and fp32 inference can be (ONNX Runtime picks its kernels by them).
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+
+
+def cpu_flags() -> list[str]:
+    """The inference-relevant SIMD flags this CPU reports, in a fixed order."""
+    present = set(_cpuinfo("flags").split())
+    return [flag for flag in SIMD_FLAGS if flag in present]
 
 
 def _memory_gib() -> float:
@@ -195,6 +242,8 @@ def machine_info() -> dict[str, Any]:
     versions["k6"] = _k6_version()
     return {
         "cpu_model": _cpu_model(),
+        "cpu_family_model": f"{_cpuinfo('cpu family') or '?'}/{_cpuinfo('model') or '?'}",
+        "cpu_flags": cpu_flags(),
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),
         "memory_gib": _memory_gib(),
@@ -271,37 +320,55 @@ def _children_cpu_s() -> float:
 
 
 def measured_k6(
-    scenario: Scenario, server_pid: int, base_url: str, duration_s: int, salt: int, logs: Path
+    scenario: Scenario,
+    server_pid: int,
+    base_url: str,
+    duration_s: int,
+    salt: int,
+    logs: Path,
+    redis: subprocess.Popen[bytes] | None = None,
 ) -> dict[str, Any]:
     """Run one scenario and split the machine's CPU time during it into server, k6 and everything else.
 
     On a shared machine other work steals cores; `other_cpu_share` shows how much,
     so a reader can tell a slow server from a busy machine.
     """
-    busy0, server0, k6_0, wall0 = (
+    redis_pid = redis.pid if redis is not None else None
+    busy0, server0, k6_0, redis0, wall0 = (
         bench_procs.machine_busy_s(),
         bench_procs.tree_cpu_s(server_pid),
         _children_cpu_s(),
+        bench_procs.tree_cpu_s(redis_pid) if redis_pid else 0.0,
         time.perf_counter(),
     )
     result = run_k6(scenario, base_url, duration_s, salt, logs)
     wall = time.perf_counter() - wall0
     server = bench_procs.tree_cpu_s(server_pid) - server0
+    redis_cpu = (bench_procs.tree_cpu_s(redis_pid) - redis0) if redis_pid else 0.0
     k6 = _children_cpu_s() - k6_0
-    other = max(bench_procs.machine_busy_s() - busy0 - server - k6, 0.0)
+    other = max(bench_procs.machine_busy_s() - busy0 - server - k6 - redis_cpu, 0.0)
     capacity = wall * (os.cpu_count() or 1)
-    return result | {
+    shares = {
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "server_cpu_share": round(server / capacity, 3),
         "k6_cpu_share": round(k6 / capacity, 3),
         "other_cpu_share": round(other / capacity, 3),
+        # CPU-seconds per second: how many cores the server (and Redis) kept busy.
+        "server_cores": round(server / wall, 3),
     }
+    if redis_pid:
+        shares["redis_cores"] = round(redis_cpu / wall, 3)
+    return result | shares
 
 
 def run_k6(scenario: Scenario, base_url: str, duration_s: int, salt: int, logs: Path) -> dict[str, Any]:
-    """Run one scenario with k6 and return its figures (k6's threshold failures still yield figures)."""
+    """Run one scenario with k6 and return its figures (k6's threshold failures still yield figures).
+
+    k6 also writes its HTML report (the web dashboard's export, its HTTP port off) beside the logs.
+    """
     stem = logs / f"{base_url.rsplit(':', 1)[1]}-{scenario.key}"
     summary = stem.with_suffix(".summary.json")
+    html = stem.with_suffix(".html")
     argv = [
         k6_bin(),
         "run",
@@ -321,8 +388,13 @@ def run_k6(scenario: Scenario, base_url: str, duration_s: int, salt: int, logs: 
         f"RUN_SALT={salt}",
         "-e",
         f"THINK_S={scenario.think_s:g}",
+        *[arg for key, value in scenario.k6_env.items() for arg in ("-e", f"{key}={value}")],
         str(LOAD_DIR / scenario.script),
     ]
+    # The dashboard aggregates per period and skips the report when a run has too few periods.
+    period = f"{max(1, duration_s // 20)}s"
+    dashboard = {"K6_WEB_DASHBOARD": "true", "K6_WEB_DASHBOARD_PORT": "-1", "K6_WEB_DASHBOARD_EXPORT": str(html),
+                 "K6_WEB_DASHBOARD_PERIOD": period}
     with stem.with_suffix(".log").open("wb") as out:
         code = subprocess.run(
             argv,
@@ -330,7 +402,7 @@ def run_k6(scenario: Scenario, base_url: str, duration_s: int, salt: int, logs: 
             stderr=subprocess.STDOUT,
             timeout=duration_s + 180,
             check=False,
-            env={**os.environ, "K6_NO_USAGE_REPORT": "true"},
+            env={**os.environ, "K6_NO_USAGE_REPORT": "true", **dashboard},
         ).returncode
     result: dict[str, Any] = {
         "scenario": scenario.key,
@@ -338,30 +410,121 @@ def run_k6(scenario: Scenario, base_url: str, duration_s: int, salt: int, logs: 
         "vus": scenario.vus,
         "k6_exit_code": code,
     }
+    if html.exists():
+        result["html_report"] = str(html)
     if code not in (0, K6_EXIT_THRESHOLDS_FAILED) or not summary.exists():
         return result | {"error": f"k6 exited {code}, see {stem.with_suffix('.log')}"}
     return result | bench_report.scenario_from_k6(json.loads(summary.read_text()))
 
 
+def py_spy_bin() -> str | None:
+    """py-spy beside this interpreter (the dev extra), else on PATH, else None (the profile is skipped)."""
+    local = BIN / "py-spy"
+    return str(local) if local.exists() else shutil.which("py-spy")
+
+
+def profiled_k6(
+    scenario: Scenario, server_pid: int, base_url: str, duration_s: int, salt: int, logs: Path
+) -> dict[str, Any]:
+    """Run a scenario while py-spy samples the server, and return where its time went (not a measurement)."""
+    spy = py_spy_bin()
+    if spy is None:
+        return {"scenario": scenario.key, "title": scenario.title, "vus": scenario.vus, "error": "py-spy not found"}
+    raw = logs / f"{scenario.key}.pyspy.txt"
+    seconds = max(2, duration_s - 2)
+    argv = [spy, "record", "--pid", str(server_pid), "--rate", "50", "--duration", str(seconds), "--nonblocking",
+            "--format", "raw", "--output", str(raw)]
+    with (logs / f"{scenario.key}.pyspy.log").open("wb") as out:
+        sampler = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            result = run_k6(scenario, base_url, duration_s, salt, logs)
+        finally:
+            try:
+                sampler.wait(timeout=seconds + 60)
+            except subprocess.TimeoutExpired:
+                sampler.kill()
+                sampler.wait()
+    if not raw.exists():
+        return result | {"error": f"py-spy wrote no profile, see {logs / f'{scenario.key}.pyspy.log'}"}
+    return result | {"profile": bench_report.summarize_profile(raw.read_text()), "profile_raw": str(raw)}
+
+
+def start_redis(logs: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A throwaway redis-server on a free 127.0.0.1 port with persistence off; returns it and its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server not found: the Redis scenario needs it")
+    port = bench_procs.free_port()
+    argv = [binary, "--bind", bench_procs.HOST, "--port", str(port), "--save", "", "--appendonly", "no",
+            "--dir", str(logs)]
+    process = subprocess.Popen(argv, stdout=(logs / "redis.log").open("wb"), stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    deadline = time.perf_counter() + 10
+    while time.perf_counter() < deadline:
+        try:
+            with socket.create_connection((bench_procs.HOST, port), timeout=0.5) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):
+                    return process, f"redis://{bench_procs.HOST}:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("redis-server did not answer PING within 10 s")
+
+
+@dataclass
+class Progress:
+    """One line per step: how far the run is and about how long is left, so a 15-minute run is not a black box."""
+
+    total: int
+    step_s: float
+    done: int = 0
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def step(self, what: str) -> None:
+        """Announce the next step."""
+        self.done += 1
+        elapsed = time.perf_counter() - self.started
+        left = max(self.total - self.done + 1, 0) * self.step_s
+        print(f"[{self.done:>2}/{self.total}] {_mmss(elapsed)} elapsed, ~{_mmss(left)} left: {what}", flush=True)
+
+
+def _mmss(seconds: float) -> str:
+    return f"{int(seconds) // 60}:{int(seconds) % 60:02d}"
+
+
 def run_phase(
-    spec: ServerSpec, phase: Phase, paths: Paths, duration_s: int, salts: Iterator[int]
+    spec: ServerSpec, phase: Phase, paths: Paths, duration_s: int, salts: Iterator[int], progress: Progress
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Start the server once, run the phase's scenarios against it, stop it; returns (start facts, results)."""
     port = bench_procs.free_port()
     log = paths.logs / f"{spec.name}-{phase.name}.server.log"
-    server = bench_procs.start_server(spec.argv(paths, port), server_env({**spec.env, **phase.env}), port, log)
+    env = {**spec.env, **phase.env}
+    redis: subprocess.Popen[bytes] | None = None
+    if phase.redis:
+        redis, env["MLAPI_REDIS_URL"] = start_redis(paths.logs)
     results: list[dict[str, Any]] = []
     try:
-        warm_up(server.base_url)
-        for scenario in phase.scenarios:
-            print(f"  {spec.name} / {scenario.title} ...", flush=True)
-            results.append(
-                {"server": spec.name}
-                | measured_k6(scenario, server.process.pid, server.base_url, duration_s, next(salts), paths.logs)
-            )
-            print(f"    {_one_line(results[-1])}", flush=True)
+        server = bench_procs.start_server(spec.argv(paths, port), server_env(env), port, log)
+        try:
+            warm_up(server.base_url)
+            for scenario in phase.scenarios:
+                progress.step(f"{spec.name} / {scenario.title}")
+                if scenario.profile:
+                    seconds = min(duration_s, PROFILE_MAX_S)
+                    run = profiled_k6(scenario, server.process.pid, server.base_url, seconds, next(salts), paths.logs)
+                else:
+                    run = measured_k6(
+                        scenario, server.process.pid, server.base_url, duration_s, next(salts), paths.logs, redis
+                    )
+                results.append({"server": spec.name} | run)
+                print(f"    {_one_line(results[-1])}", flush=True)
+        finally:
+            memory = server.stop()
     finally:
-        memory = server.stop()
+        if redis is not None:
+            redis.terminate()
+            redis.wait(timeout=10)
     start = {"phase": phase.name, "cold_start_s": round(server.cold_start_s, 3)} | memory
     return start, results
 
@@ -369,6 +532,9 @@ def run_phase(
 def _one_line(result: Mapping[str, Any]) -> str:
     if "error" in result:
         return result["error"]
+    if "profile" in result:
+        top = result["profile"]["top"][:3]
+        return "top costs: " + "; ".join(f"{t['function']} {t['share']:.0%}" for t in top)
     return (
         f"{result['req_per_s']:.1f} req/s, p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, "
         f"errors {result['error_rate']:.2%}; CPU server {result['server_cpu_share']:.0%}, "
@@ -377,14 +543,14 @@ def _one_line(result: Mapping[str, Any]) -> str:
 
 
 def run_server(
-    spec: ServerSpec, paths: Paths, duration_s: int, salts: Iterator[int]
+    spec: ServerSpec, paths: Paths, duration_s: int, salts: Iterator[int], progress: Progress
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """All phases of one server; a server that fails is recorded as failed and the run goes on."""
     info: dict[str, Any] = {"starts": []}
     results: list[dict[str, Any]] = []
     for phase in spec.phases:
         try:
-            start, phase_results = run_phase(spec, phase, paths, duration_s, salts)
+            start, phase_results = run_phase(spec, phase, paths, duration_s, salts, progress)
         except (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError) as err:
             info["error"] = f"{phase.name}: {err}"
             print(f"  {spec.name} failed: {err}", flush=True)
@@ -392,6 +558,26 @@ def run_server(
         info["starts"].append(start)
         results.extend(phase_results)
     return info, results
+
+
+def engine_alone(paths: Paths, extra_env: Mapping[str, str], duration_s: int, progress: Progress) -> dict[str, Any]:
+    """The engine's own rate (load/bench_engine.py) in a process of its own, shaped as `mlapi serve` would be."""
+    progress.step(f"engine alone, no HTTP ({', '.join(ENGINE_LENGTHS)} texts, {'/'.join(map(str, ENGINE_VUS))})")
+    argv = [sys.executable, str(LOAD_DIR / "bench_engine.py"), "--model-dir", str(paths.baked), "--duration",
+            str(duration_s), "--concurrency", ",".join(map(str, ENGINE_VUS)), "--lengths", ",".join(ENGINE_LENGTHS)]
+    env = server_env({"MLAPI_BACKEND": "onnx", **extra_env})
+    busy0, wall0 = bench_procs.machine_busy_s(), time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False,
+                          timeout=duration_s * len(ENGINE_VUS) * len(ENGINE_LENGTHS) + 300)
+    (paths.logs / "engine.log").write_text(done.stderr)
+    if done.returncode != 0:
+        return {"error": f"bench_engine.py exited {done.returncode}, see {paths.logs / 'engine.log'}"}
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    wall = time.perf_counter() - wall0
+    result["machine_busy_share"] = round((bench_procs.machine_busy_s() - busy0) / (wall * (os.cpu_count() or 1)), 3)
+    for run in result["runs"]:
+        print(f"    {run['length']} texts, {run['vus']} at once: {run['texts_per_s']:.1f} texts/s", flush=True)
+    return result
 
 
 # ---------------------------------------------------------------- main
@@ -433,7 +619,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.servers = [
         dataclasses.replace(s, env={**s.env, **extra_env}) if s.needs_bake else s for s in SERVERS if s.name in wanted
     ]
+    args.mlapi_env_map = extra_env
     args.duration = args.duration or (QUICK_DURATION_S if args.quick else DEFAULT_DURATION_S)
+    args.engine_duration = max(3, args.duration // 2)
     return args
 
 
@@ -463,16 +651,23 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     report["servers"], report["scenarios"] = {}, []
     salts = itertools.cycle(range(100))
     bake_ok = report["model"].get("bake", {}).get("ok", True)
+    with_engine = bake_ok and any(s.name == bench_report.PRIMARY for s in args.servers)
+    steps = sum(len(phase.scenarios) for spec in args.servers for phase in spec.phases) + with_engine
+    progress = Progress(steps, args.duration + 6)
+    if with_engine:
+        report["engine"] = engine_alone(paths, args.mlapi_env_map, args.engine_duration, progress)
     for spec in args.servers:
         print(f"server {spec.name}:", flush=True)
         if spec.needs_bake and not bake_ok:
             report["servers"][spec.name] = {"starts": [], "error": report["model"]["bake"]["error"]}
             continue
-        report["servers"][spec.name], results = run_server(spec, paths, args.duration, salts)
+        report["servers"][spec.name], results = run_server(spec, paths, args.duration, salts, progress)
         report["scenarios"].extend(results)
     report["footprint"] = bench_sizes.footprint_report(REPO / "pyproject.toml")
     report["targets"] = bench_report.evaluate_targets(report)
     report["logs"] = str(paths.logs)
+    report["finished_at"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    report["wall_s"] = round(time.perf_counter() - progress.started)
     return report
 
 

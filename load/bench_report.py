@@ -8,6 +8,7 @@ running the benchmark again (`python load/bench_report.py RESULT.json`).
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -18,11 +19,21 @@ Report = dict[str, Any]
 BASELINE_PREFIX = "seed"
 PRIMARY = "mlapi-onnx"
 UNIQUE_PREFIX = "unique-"
+LONG_PREFIX = "long-"
 PROFILE = "seed-profile"
-PROFILE_PACED = "seed-profile-paced"
+UNSEEN = "seed-profile-unseen"
+CACHED_REDIS = "cached-redis"
+PROFILED = "profile-32vu"
 THROUGHPUT_TARGET = 10.0
+FRACTION_TARGET = 0.9
+FRACTION_VUS = 32
 PROFILE_P99_TARGET_MS = 50.0
 COLD_START_TARGET_S = 3.0
+# Fully cached 3-text requests per second per server core with Redis, measured on the code before the hit path was
+# cut down (`--servers mlapi-onnx`, same scenario); the target is twice that.
+CACHED_PER_CORE_BEFORE = None
+CACHED_PER_CORE_TARGET_X = 2.0
+PROFILE_TOP = 12
 
 
 def scenario_from_k6(summary: Mapping[str, Any]) -> dict[str, float | int]:
@@ -58,15 +69,107 @@ def _best(runs: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     return max((r for r in runs if "req_per_s" in r), key=lambda r: r["req_per_s"], default=None)
 
 
-def best_unique(scenarios: Iterable[Mapping[str, Any]], server: str) -> Mapping[str, Any] | None:
+def best_unique(
+    scenarios: Iterable[Mapping[str, Any]], server: str, prefix: str = UNIQUE_PREFIX
+) -> Mapping[str, Any] | None:
     """The uncached scenario where `server` reached its highest req/s (its best of 1/4/32 VUs)."""
-    return _best(s for s in scenarios if s["server"] == server and s["scenario"].startswith(UNIQUE_PREFIX))
+    return _best(s for s in scenarios if s["server"] == server and s["scenario"].startswith(prefix))
 
 
 def baseline_best(scenarios: Iterable[Mapping[str, Any]], scenario: str | None = None) -> Mapping[str, Any] | None:
-    """The fastest seed-style result, on one scenario or (None) on any uncached one."""
+    """The fastest seed-style result, on one scenario or (None) on any uncached short-text one."""
     prefix = scenario or UNIQUE_PREFIX
     return _best(s for s in scenarios if is_baseline(s["server"]) and s["scenario"].startswith(prefix))
+
+
+def seed_ratio(scenarios: Iterable[Mapping[str, Any]], prefix: str) -> float | None:
+    """mlapi-onnx's best uncached req/s over the best seed-style server's, on texts of one length class."""
+    runs = list(scenarios)
+    mine, theirs = best_unique(runs, PRIMARY, prefix), baseline_best(runs, prefix)
+    return ratio(mine and mine["req_per_s"], theirs and theirs["req_per_s"])
+
+
+def engine_rate(report: Mapping[str, Any], length: str, vus: int) -> float | None:
+    """Texts/s of the engine alone for one text length and concurrency, if measured."""
+    runs = report.get("engine", {}).get("runs", [])
+    return next((r["texts_per_s"] for r in runs if r["length"] == length and r["vus"] == vus), None)
+
+
+def end_to_end_fraction(report: Mapping[str, Any], length: str, vus: int) -> float | None:
+    """Uncached end-to-end req/s (one text each) of mlapi-onnx as a share of the engine alone, same texts and VUs."""
+    prefix = UNIQUE_PREFIX if length == "short" else LONG_PREFIX
+    run = find(report.get("scenarios", []), PRIMARY, f"{prefix}{vus}vu")
+    engine = engine_rate(report, length, vus)
+    if not run or not run.get("req_per_s") or not engine:
+        return None
+    return round(run["req_per_s"] / engine, 2)
+
+
+def cached_per_core(report: Mapping[str, Any]) -> float | None:
+    """Fully cached 3-text requests per second per core the server kept busy (Redis's own CPU not counted)."""
+    run = find(report.get("scenarios", []), PRIMARY, CACHED_REDIS)
+    if not run or not run.get("req_per_s") or not run.get("server_cores"):
+        return None
+    return round(run["req_per_s"] / run["server_cores"], 1)
+
+
+def summarize_profile(raw: str, top: int = PROFILE_TOP) -> dict[str, Any]:
+    """Where the server's sampled time went, from py-spy's raw (collapsed stacks) output.
+
+    Each line is `frame;frame;...;leaf count`; the leaf is where the sample was taken. Returns the top leaf
+    functions by share of samples and the share per area (inference, tokenizing, HTTP, validation, ...).
+    """
+    leaves: dict[str, int] = {}
+    areas: dict[str, int] = {}
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        leaf = frames[-1]
+        leaves[leaf] = leaves.get(leaf, 0) + int(count)
+        area = profile_area(frames)
+        areas[area] = areas.get(area, 0) + int(count)
+        total += int(count)
+    ranked = sorted(leaves.items(), key=lambda kv: kv[1], reverse=True)[:top]
+    return {
+        "samples": total,
+        "top": [{"function": name, "share": round(n / total, 4)} for name, n in ranked] if total else [],
+        "areas": {k: round(v / total, 4) for k, v in sorted(areas.items(), key=lambda kv: -kv[1])} if total else {},
+    }
+
+
+_AREAS = (
+    ("inference (ONNX Runtime)", ("onnxruntime",)),
+    ("tokenizing and padding", ("tokenization.py", "tokenizers")),
+    ("cache", ("cache.py", "redis")),
+    ("metrics", ("prometheus_client", "metrics.py")),
+    ("validation and serialisation", ("pydantic", "orjson", "json/", "encoders.py", "schemas.py")),
+    ("FastAPI / Starlette routing and middleware", ("fastapi", "starlette", "middleware.py", "routes.py")),
+    ("HTTP server (uvicorn)", ("uvicorn", "httptools", "h11")),
+    ("event loop", ("asyncio", "uvloop", "selectors.py")),
+    ("batcher and predictor", ("batching.py", "predictor.py", "scoring.py", "concurrent/futures", "threading.py")),
+)
+
+
+# Leaves where a thread waits rather than works (py-spy cannot always tell a blocked thread from a busy one), and
+# leaves that are uvloop's native loop (polling and socket work in C, below any Python frame).
+_WAIT_LEAVES = ("Condition.wait", "Event.wait", "SimpleQueue.get", "Queue.get", "_worker (concurrent", "select (")
+_LOOP_LEAVES = ("Runner.run", "run_until_complete", "run_forever")
+
+
+def profile_area(frames: list[str]) -> str:
+    """The area a sampled stack belongs to: waiting, the native loop, else the first area (in _AREAS order) named."""
+    leaf = frames[-1]
+    if leaf.startswith(_WAIT_LEAVES):
+        return "threads waiting (idle)"
+    if leaf.startswith(_LOOP_LEAVES):
+        return "event loop, native (uvloop polling and socket I/O)"
+    for area, needles in _AREAS:
+        if any(needle in frame for frame in frames for needle in needles):
+            return area
+    return "other"
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -85,28 +188,36 @@ def first_cold_start(report: Mapping[str, Any], server: str) -> float | None:
 def evaluate_targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Measured value and verdict for each published target; `met` is None when it could not be measured."""
     scenarios = report.get("scenarios", [])
-    mlapi_best, seed_best = best_unique(scenarios, PRIMARY), baseline_best(scenarios)
-    speedup = ratio(mlapi_best and mlapi_best["req_per_s"], seed_best and seed_best["req_per_s"])
+    speedup = seed_ratio(scenarios, UNIQUE_PREFIX)
+    fraction = end_to_end_fraction(report, "short", FRACTION_VUS)
     profile = find(scenarios, PRIMARY, PROFILE)
-    paced = find(scenarios, PRIMARY, PROFILE_PACED)
+    per_core = cached_per_core(report)
     cold = first_cold_start(report, PRIMARY)
+    per_core_target = CACHED_PER_CORE_BEFORE and CACHED_PER_CORE_BEFORE * CACHED_PER_CORE_TARGET_X
     return [
         _target(
-            f"uncached /predict, 1 text/request: {PRIMARY} >= {THROUGHPUT_TARGET:g}x the seed server's best "
+            f"uncached /predict, 1 short text/request: {PRIMARY} >= {THROUGHPUT_TARGET:g}x the seed server's best "
             "of 1/4/32 VUs",
             speedup,
             "x",
             None if speedup is None else speedup >= THROUGHPUT_TARGET,
         ),
         _target(
-            f"seeds' profile as graded (10 VUs, 1 s think time, 95% repeated batch) p99 < "
-            f"{PROFILE_P99_TARGET_MS:g} ms ({PRIMARY})",
-            paced and paced["p99_ms"],
-            "ms",
-            None if paced is None else paced["p99_ms"] < PROFILE_P99_TARGET_MS,
+            f"end to end >= {FRACTION_TARGET:g} of the engine alone, uncached short texts, {FRACTION_VUS} VUs "
+            f"({PRIMARY})",
+            fraction,
+            "",
+            None if fraction is None else fraction >= FRACTION_TARGET,
         ),
         _target(
-            f"seeds' profile flat out (10 VUs, no think time, 95% repeated batch) p99 < "
+            f"fully cached 3-text requests with Redis >= {CACHED_PER_CORE_TARGET_X:g}x "
+            f"{CACHED_PER_CORE_BEFORE or '?'} req/s per server core ({PRIMARY})",
+            per_core,
+            "req/s/core",
+            None if per_core is None or not per_core_target else per_core >= per_core_target,
+        ),
+        _target(
+            f"seeds' profile as graded (10 VUs, no think time, 95% one fixed batch) p99 < "
             f"{PROFILE_P99_TARGET_MS:g} ms ({PRIMARY})",
             profile and profile["p99_ms"],
             "ms",
@@ -149,6 +260,8 @@ def _scenario_table(report: Mapping[str, Any]) -> list[str]:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for s in report.get("scenarios", []):
+        if "profile" in s or s["scenario"] == PROFILED:
+            continue
         if "error" in s:
             lines.append(f"| {s['title']} | {s['server']} | {s['error']} | | | | | |")
             continue
@@ -163,9 +276,9 @@ def _row(cells: Iterable[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _unique_keys(scenarios: Iterable[Mapping[str, Any]]) -> list[str]:
-    keys = {s["scenario"] for s in scenarios if s["scenario"].startswith(UNIQUE_PREFIX)}
-    return sorted(keys, key=lambda k: int(k.removeprefix(UNIQUE_PREFIX).removesuffix("vu")))
+def _keys(scenarios: Iterable[Mapping[str, Any]], prefix: str) -> list[str]:
+    keys = {s["scenario"] for s in scenarios if s["scenario"].startswith(prefix)}
+    return sorted(keys, key=lambda k: int(k.removeprefix(prefix).removesuffix("vu")))
 
 
 def _rate(run: Mapping[str, Any] | None) -> float | None:
@@ -179,20 +292,169 @@ def _ratio_cells(runs: list[Mapping[str, Any] | None], base: Mapping[str, Any] |
     return cells
 
 
-def _ratio_table(report: Mapping[str, Any]) -> list[str]:
+def _ratio_table(report: Mapping[str, Any], prefix: str, what: str) -> list[str]:
     """Req/s of each mlapi server next to the best seed-style server, per VU count and best of all."""
     scenarios = report.get("scenarios", [])
     others = [name for name in _servers_in_order(report) if not is_baseline(name)]
-    header = ["uncached, 1 text/request", "best seed-style req/s"]
+    header = [what, "best seed-style req/s"]
     header += [cell for o in others for cell in (f"{o} req/s", "x seed")]
     lines = [_row(header), _row(["---"] * len(header))]
-    for key in _unique_keys(scenarios):
-        vus = key.removeprefix(UNIQUE_PREFIX).removesuffix("vu")
+    keys = _keys(scenarios, prefix)
+    for key in keys:
+        vus = key.removeprefix(prefix).removesuffix("vu")
         runs = [find(scenarios, o, key) for o in others]
         lines.append(_row([f"{vus} VUs", *_ratio_cells(runs, baseline_best(scenarios, key))]))
-    best_runs = [best_unique(scenarios, o) for o in others]
-    lines.append(_row(["best of 1/4/32 VUs", *_ratio_cells(best_runs, baseline_best(scenarios))]))
+    best_runs = [best_unique(scenarios, o, prefix) for o in others]
+    counts = "/".join(k.removeprefix(prefix).removesuffix("vu") for k in keys)
+    lines.append(_row([f"best of {counts} VUs", *_ratio_cells(best_runs, baseline_best(scenarios, prefix))]))
     return lines
+
+
+def _engine_table(report: Mapping[str, Any]) -> list[str]:
+    engine = report.get("engine")
+    if not engine:
+        return ["Not measured."]
+    if "error" in engine:
+        return [f"Not measured: {engine['error']}"]
+    lines = [
+        f"Shaped as `mlapi serve` shapes it here: {engine['workers']} inference worker(s) x "
+        f"{engine['threads_per_worker']} thread(s), passes of at most {engine['batch_max_size']} texts and "
+        f"{engine['batch_max_tokens']} tokens, cut where padding costs more than a pass "
+        f"({engine['pass_overhead_tokens']:g} token-times, measured by bake).",
+        "",
+        "| texts | VUs | engine alone texts/s (p50 ms) | end to end req/s (p50 ms) | end to end / engine |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    scenarios = report.get("scenarios", [])
+    for run in engine.get("runs", []):
+        prefix = UNIQUE_PREFIX if run["length"] == "short" else LONG_PREFIX
+        e2e = find(scenarios, PRIMARY, f"{prefix}{run['vus']}vu")
+        e2e_cell = f"{_fmt(e2e['req_per_s'])} ({_fmt(e2e['p50_ms'])})" if e2e and "req_per_s" in e2e else "n/a"
+        lines.append(
+            f"| {run['length']} | {run['vus']} | {_fmt(run['texts_per_s'])} ({_fmt(run['p50_ms'])}) | {e2e_cell} | "
+            f"{_fmt(end_to_end_fraction(report, run['length'], run['vus']), 2)} |"
+        )
+    return lines
+
+
+def _profile_run(report: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    return find(report.get("scenarios", []), PRIMARY, PROFILED)
+
+
+def _profile_lines(report: Mapping[str, Any]) -> list[str]:
+    run = _profile_run(report)
+    if not run or "profile" not in run:
+        return ["Not measured." if not run else f"Not measured: {run.get('error')}"]
+    prof = run["profile"]
+    lines = [
+        f"py-spy sampled the server's Python threads {prof['samples']:,} times while k6 sent uncached one-text "
+        "requests from 32 VUs. Native threads of ONNX Runtime's own pool are not sampled; the inference thread "
+        "shows as `run` (ONNX Runtime) while a pass runs.",
+        "",
+        "| area | share of samples |",
+        "| --- | ---: |",
+    ]
+    lines += [f"| {area} | {share:.1%} |" for area, share in prof["areas"].items()]
+    lines += ["", "| function (where the sample was taken) | share |", "| --- | ---: |"]
+    lines += [f"| `{t['function']}` | {t['share']:.1%} |" for t in prof["top"]]
+    return lines
+
+
+def _graded_table(report: Mapping[str, Any]) -> list[str]:
+    scenarios = report.get("scenarios", [])
+    lines = [
+        "| server | mix | req/s | p50 (ms) | p99 (ms) | errors | CPU server / k6 / other |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for key, mix in ((PROFILE, "graded: 5% shuffled subset of ten texts"), (UNSEEN, "5% never-seen texts")):
+        for server in _servers_in_order(report):
+            run = find(scenarios, server, key)
+            if run is None:
+                continue
+            if "error" in run:
+                lines.append(f"| {server} | {mix} | {run['error']} | | | | |")
+                continue
+            lines.append(
+                f"| {server} | {mix} | {_fmt(run['req_per_s'])} | {_fmt(run['p50_ms'])} | {_fmt(run['p99_ms'])} | "
+                f"{run['error_rate']:.2%} | {_cpu_split(run)} |"
+            )
+    return lines
+
+
+def _cached_lines(report: Mapping[str, Any]) -> list[str]:
+    run = find(report.get("scenarios", []), PRIMARY, CACHED_REDIS)
+    if run is None:
+        return ["Not measured."]
+    if "error" in run:
+        return [f"Not measured: {run['error']}"]
+    before = f"{CACHED_PER_CORE_BEFORE:g}" if CACHED_PER_CORE_BEFORE else "n/a"
+    return [
+        "| req/s | p50 (ms) | p99 (ms) | server cores busy | req/s per server core | before | Redis cores busy |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {_fmt(run['req_per_s'])} | {_fmt(run['p50_ms'])} | {_fmt(run['p99_ms'])} | "
+        f"{_fmt(run.get('server_cores'), 2)} | {_fmt(cached_per_core(report))} | {before} | "
+        f"{_fmt(run.get('redis_cores'), 2)} |",
+    ]
+
+
+def _summary_table(report: Mapping[str, Any]) -> list[str]:
+    """The compact table the README shows, every cell from this run."""
+    scenarios = report.get("scenarios", [])
+    mine = lambda key: find(scenarios, PRIMARY, key)  # noqa: E731
+    lines = [
+        f"| measure | {PRIMARY} | seed-style (better variant) | ratio |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for prefix, what in ((UNIQUE_PREFIX, "short texts (5-15 words)"), (LONG_PREFIX, "long texts (25-40 tokens)")):
+        best, base = best_unique(scenarios, PRIMARY, prefix), baseline_best(scenarios, prefix)
+        lines.append(
+            f"| uncached, 1 {what.split(' (')[0][:-1]} per request, best of 1/4/32 VUs: req/s | {_fmt(_rate(best))} | "
+            f"{_fmt(_rate(base))} | {_times(seed_ratio(scenarios, prefix))} |"
+        )
+    one = mine(f"{UNIQUE_PREFIX}1vu")
+    base_one = baseline_best(scenarios, f"{UNIQUE_PREFIX}1vu")
+    lines.append(
+        f"| uncached short text, 1 VU: p50 / p99 ms | {_lat(one)} | {_lat(base_one)} | |"
+    )
+    for vus in (1, 4, 32):
+        e2e, engine = mine(f"{UNIQUE_PREFIX}{vus}vu"), engine_rate(report, "short", vus)
+        lines.append(
+            f"| end to end / engine alone, short texts, {vus} VUs | {_fmt(_rate(e2e))} / {_fmt(engine)} texts/s | "
+            f"| {_fmt(end_to_end_fraction(report, 'short', vus), 2)} |"
+        )
+    graded = mine(PROFILE)
+    base_graded = baseline_best(scenarios, PROFILE)
+    lines.append(
+        f"| seeds' profile as graded (10 VUs, no think time): req/s, p50 / p99 ms | {_fmt(_rate(graded))}, "
+        f"{_lat(graded)} | {_fmt(_rate(base_graded))}, {_lat(base_graded)} | "
+        f"{_times(ratio(_rate(graded), _rate(base_graded)))} |"
+    )
+    unseen = mine(UNSEEN)
+    lines.append(
+        f"| seeds' profile, 5% never-seen texts: req/s, p50 / p99 ms | {_fmt(_rate(unseen))}, {_lat(unseen)} | | |"
+    )
+    lines.append(f"| fully cached 3-text request, Redis: req/s per server core | {_fmt(cached_per_core(report))} | | |")
+    cold = first_cold_start(report, PRIMARY)
+    seed_cold = first_cold_start(report, "seed")
+    lines.append(f"| cold start, process start to healthy (s) | {_fmt(cold, 2)} | {_fmt(seed_cold, 2)} | |")
+    rss = _peak_rss(report, PRIMARY)
+    lines.append(f"| peak RSS (MiB) | {_fmt(rss, 0)} | {_fmt(_peak_rss(report, 'seed'), 0)} | |")
+    return lines
+
+
+def _times(value: float | None) -> str:
+    return "n/a" if value is None else f"{_fmt(value)}x"
+
+
+def _lat(run: Mapping[str, Any] | None) -> str:
+    if not run or "p50_ms" not in run:
+        return "n/a"
+    return f"{_fmt(run['p50_ms'])} / {_fmt(run['p99_ms'])}"
+
+
+def _peak_rss(report: Mapping[str, Any], server: str) -> float | None:
+    starts = report.get("servers", {}).get(server, {}).get("starts", [])
+    return max((s["peak_rss_mib"] for s in starts), default=None)
 
 
 def _server_table(report: Mapping[str, Any]) -> list[str]:
@@ -227,14 +489,25 @@ def _footprint_lines(report: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def machine_load(report: Mapping[str, Any]) -> float | None:
+    """Mean share of the machine's CPU that other processes took during the measured scenarios."""
+    shares = [s["other_cpu_share"] for s in report.get("scenarios", []) if "other_cpu_share" in s]
+    return round(sum(shares) / len(shares), 3) if shares else None
+
+
 def _machine_lines(report: Mapping[str, Any]) -> list[str]:
     m = report.get("machine", {})
     versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
+    other = machine_load(report)
     return [
-        f"- Machine: {m.get('cpu_model', 'unknown CPU')}, {m.get('cores', '?')} cores, "
-        f"{_fmt(m.get('memory_gib'))} GiB RAM",
+        f"- Machine: {m.get('cpu_model', 'unknown CPU')} (family/model {m.get('cpu_family_model', '?')}), "
+        f"{m.get('cores', '?')} cores, {_fmt(m.get('memory_gib'))} GiB RAM; CPU flags: "
+        f"{', '.join(m.get('cpu_flags', [])) or 'n/a'}",
+        f"- Other processes took {_fmt(None if other is None else other * 100, 0)}% of the CPU during the "
+        "scenarios on average (0% is a quiet machine; k6 runs on the same cores and is counted apart)",
         f"- Software: {versions}",
-        f"- Date: {report.get('date', '?')}; {report.get('duration_s', '?')} s per scenario",
+        f"- Date: {report.get('date', '?')}; {report.get('duration_s', '?')} s per scenario; "
+        f"{_fmt((report.get('wall_s') or 0) / 60)} minutes in all",
         f"- Command: `{report.get('command', '?')}`",
         f"- Model: {report.get('model', {}).get('description', '?')}",
     ]
@@ -245,11 +518,21 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     sections = [
         [f"# mlapi benchmark, {report.get('date', '?')}", ""],
         _machine_lines(report) + [""],
+        ["## Summary", ""] + _summary_table(report) + [""],
         ["## Targets", ""] + _targets_table(report) + [""],
-        ["## Uncached throughput against the seed server", ""] + _ratio_table(report) + [""],
+        ["## Engine alone against end to end", ""] + _engine_table(report) + [""],
+        ["## Where the server's time goes (uncached, 32 VUs)", ""] + _profile_lines(report) + [""],
+        ["## Uncached throughput against the seed server", ""]
+        + _ratio_table(report, UNIQUE_PREFIX, "uncached, 1 short text/request")
+        + [""]
+        + _ratio_table(report, LONG_PREFIX, "uncached, 1 long text/request")
+        + [""],
+        ["## Seeds' profile (10 VUs, no think time)", ""] + _graded_table(report) + [""],
+        ["## Fully cached requests with Redis", ""] + _cached_lines(report) + [""],
         ["## Every scenario", ""] + _scenario_table(report) + [""],
         ["## Cold start and memory", ""] + _server_table(report) + [""],
         ["## Install footprint", ""] + _footprint_lines(report) + [""],
+        ["## k6 HTML reports", ""] + _html_lines(report) + [""],
     ]
     return "\n".join(line for section in sections for line in section)
 
@@ -266,11 +549,11 @@ def write_chart(report: Mapping[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scenarios = report.get("scenarios", [])
+    scenarios = [s for s in report.get("scenarios", []) if s["scenario"] != PROFILED]
     titles = list(dict.fromkeys(s["title"] for s in scenarios))
     servers = _servers_in_order(report)
     width = 0.8 / max(len(servers), 1)
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig, ax = plt.subplots(figsize=(12, 5.5))
     for i, server in enumerate(servers):
         values = [
             next((s.get("req_per_s", 0) for s in scenarios if s["server"] == server and s["title"] == t), 0)
@@ -289,11 +572,41 @@ def write_chart(report: Mapping[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+# k6 HTML reports kept beside the results (the rest stay with the logs in load/results/tmp/, not committed).
+KEPT_HTML = (f"{UNIQUE_PREFIX}32vu", PROFILE)
+
+
+def keep_html_reports(report: Report, out_dir: Path, stem: str) -> list[Path]:
+    """Copy the main scenarios' k6 HTML reports to out_dir/<stem>-html/ and point the report at the copies."""
+    kept = []
+    folder = out_dir / f"{stem}-html"
+    for run in report.get("scenarios", []):
+        source = Path(run.get("html_report", ""))
+        if run["scenario"] not in KEPT_HTML or not source.is_file() or source.parent == folder:
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{run['server']}-{run['scenario']}.html"
+        shutil.copyfile(source, target)
+        run["html_report"] = str(target.relative_to(out_dir))
+        kept.append(target)
+    return kept
+
+
+def _html_lines(report: Mapping[str, Any]) -> list[str]:
+    kept = [r for r in report.get("scenarios", []) if r.get("html_report") and not Path(r["html_report"]).is_absolute()]
+    if not kept:
+        return ["None kept; every run's report is with the logs."]
+    return [f"- [{r['server']}, {r['title']}]({r['html_report']})" for r in kept] + [
+        "", f"The other runs' reports are with the logs in `{report.get('logs', 'load/results/tmp/')}` (not committed)."
+    ]
+
+
 def write_all(report: Report, out_dir: Path) -> dict[str, Path]:
-    """Write <date>-bench.json, .md and .png into out_dir and return their paths."""
+    """Write <date>-bench.json, .md and .png (and the main k6 HTML reports) into out_dir; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"{report['date']}-bench"
     paths = {"json": stem.with_suffix(".json"), "md": stem.with_suffix(".md"), "png": stem.with_suffix(".png")}
+    keep_html_reports(report, out_dir, stem.name)
     write_json(report, paths["json"])
     paths["md"].write_text(render_markdown(report))
     write_chart(report, paths["png"])

@@ -1,9 +1,13 @@
-// The seeds' load profile on POST /predict: 10 users; 95% of requests repeat one fixed batch, 5% are new.
+// The seeds' graded load on POST /predict: 10 users with no think time, 95% of requests one fixed batch.
 //
-// This is the mix the seed projects graded themselves on (a 95% cache rate at 10 users). The new
-// requests send a batch of the same size whose texts were never sent before, so they miss any cache.
-// Env: BASE_URL (default http://127.0.0.1:8000), DURATION (default 20s), RUN_SALT (optional, 0-99),
-// THINK_S (seconds each user waits between requests; default 0 = flat out, 1 = the seeds' graded pace).
+// As the course's k6 script graded the seed projects: each of 10 users sends its next request as soon as the
+// last one is answered; 95% of requests carry one fixed 3-text batch, 5% a shuffled subset of a fixed pool of
+// ten texts. MIX picks the variant:
+//   graded (default)  as above;
+//   unseen            the 5% carry three texts never sent before, so they always miss every cache;
+//   fixed             every request is the fixed batch (a fully cached load, to measure the hit path).
+// Env: BASE_URL (default http://127.0.0.1:8000), VUS (default 10), DURATION (default 20s), MIX,
+// RUN_SALT (optional, 0-99), THINK_S (seconds each user waits between requests; default 0, as graded).
 import http from 'k6/http';
 import { check, sleep } from 'k6';
 import exec from 'k6/execution';
@@ -13,10 +17,27 @@ const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:8000';
 const SALT = runSalt();
 const REPEAT_SHARE = 0.95;
 const THINK_S = Number(__ENV.THINK_S || 0);
+const MIX = __ENV.MIX || 'graded';
 const FIXED_BATCH = ['I love you!', 'I hate you!', 'I am a Kubernetes Cluster!'];
+const POOL = [
+  'The movie was a delight from start to finish.',
+  'I would not watch this again if you paid me.',
+  'The service was slow but the food was excellent.',
+  'What a waste of a perfectly good evening.',
+  'Absolutely brilliant performances all around.',
+  'The plot made no sense and the ending was worse.',
+  'A charming little film with a big heart.',
+  'I fell asleep halfway through.',
+  'The soundtrack alone is worth the ticket.',
+  'Not great, not terrible, just forgettable.',
+];
+
+if (!['graded', 'unseen', 'fixed'].includes(MIX)) {
+  throw new Error('MIX must be graded, unseen or fixed');
+}
 
 export const options = {
-  vus: 10,
+  vus: Number(__ENV.VUS || 10),
   duration: __ENV.DURATION || '20s',
   thresholds: {
     checks: ['rate>0.99'],
@@ -24,14 +45,31 @@ export const options = {
   },
 };
 
-function newBatch() {
+// A random non-empty subset of the pool in random order (Fisher-Yates, then a random length).
+function shuffledSubset() {
+  const texts = POOL.slice();
+  for (let i = texts.length - 1; i > 0; i -= 1) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [texts[i], texts[j]] = [texts[j], texts[i]];
+  }
+  return texts.slice(0, 1 + Math.floor(Math.random() * texts.length));
+}
+
+function unseenBatch() {
   const vu = exec.vu.idInTest;
   const iter = exec.vu.iterationInScenario;
   return FIXED_BATCH.map((_, slot) => uniqueText(SALT, vu, iter, slot));
 }
 
+function nextBatch() {
+  if (MIX === 'fixed' || Math.random() < REPEAT_SHARE) {
+    return FIXED_BATCH;
+  }
+  return MIX === 'unseen' ? unseenBatch() : shuffledSubset();
+}
+
 export default function () {
-  const texts = Math.random() < REPEAT_SHARE ? FIXED_BATCH : newBatch();
+  const texts = nextBatch();
   const res = http.post(`${BASE_URL}/predict`, JSON.stringify({ text: texts }), {
     headers: { 'Content-Type': 'application/json' },
     timeout: '60s',

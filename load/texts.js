@@ -1,8 +1,9 @@
 // Text generation shared by the k6 scripts: short English texts, unique per request when asked.
 //
 // A unique text starts with five words that spell a number in base 256 (run salt, VU, iteration),
-// so no two requests of one run can share a text and no cache can help; 0-10 filler words follow,
-// giving 5-15 words, the length of a typical review sentence.
+// so no two requests of one run can share a text and no cache can help; filler words follow:
+// 0-10 for short texts (5-15 words, a typical review sentence), 18-31 for long ones (25-40 tokens).
+// LENGTH=long in the environment picks the long ones. load/bench_texts.py makes the same texts in Python.
 
 export const WORDS = [
   'the', 'movie', 'film', 'story', 'plot', 'actor', 'actress', 'scene', 'ending', 'music',
@@ -50,6 +51,17 @@ export function idWords(id) {
   return out;
 }
 
+const FILLER = { short: [0, 10], long: [18, 31] };
+
+// The filler range of the LENGTH asked for in the environment (short unless told).
+export function fillerRange() {
+  const range = FILLER[__ENV.LENGTH || 'short'];
+  if (!range) {
+    throw new Error(`LENGTH must be one of ${Object.keys(FILLER).join(', ')}`);
+  }
+  return range;
+}
+
 function fillerWords(count) {
   const out = [];
   for (let i = 0; i < count; i += 1) {
@@ -65,10 +77,11 @@ export function runSalt() {
   return (fromEnv ? Number(fromEnv) : Math.floor(Math.random() * 100)) % 100;
 }
 
-// A text of 5-15 words that no other (vu, iter, slot) of this run sends.
-export function uniqueText(salt, vu, iter, slot) {
+// A text that no other (vu, iter, slot) of this run sends, with filler words in `range` (default short).
+export function uniqueText(salt, vu, iter, slot, range = FILLER.short) {
   const id = ((salt * MAX_VUS + (vu % MAX_VUS)) * MAX_ITERS + (iter % MAX_ITERS)) * MAX_SLOTS + slot;
-  const filler = fillerWords(Math.floor(Math.random() * 11));
+  const [low, high] = range;
+  const filler = fillerWords(low + Math.floor(Math.random() * (high - low + 1)));
   return idWords(id).concat(filler).join(' ');
 }
 

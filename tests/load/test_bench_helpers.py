@@ -8,6 +8,7 @@ from pathlib import Path
 import bench
 import bench_procs
 import bench_sizes
+import bench_texts
 import pytest
 import seed_server
 
@@ -63,3 +64,23 @@ def test_servers_option_selects_and_rejects() -> None:
     assert [s.name for s in bench.parse_args(["--servers", "seed"]).servers] == ["seed"]
     with pytest.raises(SystemExit):
         bench.parse_args(["--servers", "nope"])
+
+
+def test_python_texts_follow_the_k6_rule() -> None:
+    vocab = bench_texts.words()
+    assert len(vocab) >= 256 and vocab[:3] == ["the", "movie", "film"]
+    short = bench_texts.unique_texts(500, "short", seed=1)
+    long = bench_texts.unique_texts(500, "long", seed=1)
+    assert {len(t.split()) for t in short} <= set(range(5, 16))
+    assert {len(t.split()) for t in long} <= set(range(23, 37))
+    assert len(set(short)) == 500 and len(set(long)) == 500
+    assert bench_texts.unique_texts(3, "short", seed=1) == short[:3]  # reproducible
+
+
+def test_engine_and_profile_scenarios_are_in_the_run() -> None:
+    onnx = next(s for s in bench.SERVERS if s.name == "mlapi-onnx")
+    keys = {sc.key for phase in onnx.phases for sc in phase.scenarios}
+    assert {"unique-32vu", "long-32vu", "profile-32vu", "seed-profile", "seed-profile-unseen", "cached-redis"} <= keys
+    assert any(phase.redis for phase in onnx.phases)
+    seed = next(s for s in bench.SERVERS if s.name == "seed")
+    assert "seed-profile" in {sc.key for phase in seed.phases for sc in phase.scenarios}

@@ -45,7 +45,12 @@ def _report() -> dict[str, Any]:
         _result("seed-threadpool", "unique-4vu", 40.0),
         _result("mlapi-onnx", "unique-1vu", 150.0),
         _result("mlapi-onnx", "unique-4vu", 420.0),
+        _result("mlapi-onnx", "unique-32vu", 450.0),
+        _result("seed", "long-1vu", 15.0),
+        _result("mlapi-onnx", "long-32vu", 90.0),
         _result("mlapi-onnx", "seed-profile", 2000.0, p99=30.0),
+        _result("seed", "seed-profile", 10.0, p99=900.0),
+        _result("mlapi-onnx", "cached-redis", 3000.0) | {"server_cores": 1.5, "redis_cores": 0.2},
     ]
     starts = [{"phase": "uncached", "cold_start_s": 1.5, "peak_rss_mib": 400.0, "hwm_sum_mib": 400.0}]
     return {
@@ -60,6 +65,14 @@ def _report() -> dict[str, Any]:
             "mlapi-onnx": {"starts": starts},
         },
         "scenarios": scenarios,
+        "engine": {
+            "workers": 1, "threads_per_worker": 2, "batch_max_size": 32, "batch_max_tokens": 8192,
+            "pass_overhead_tokens": 8.0,
+            "runs": [
+                {"length": "short", "vus": 32, "texts_per_s": 500.0, "p50_ms": 60.0, "p99_ms": 80.0},
+                {"length": "long", "vus": 32, "texts_per_s": 100.0, "p50_ms": 300.0, "p99_ms": 400.0},
+            ],
+        },
         "footprint": {
             "serve_total_mib": 200.0,
             "seed_runtime_total_mib": 1000.0,
@@ -82,32 +95,59 @@ def test_scenario_from_k6_reads_rate_latency_and_error_share() -> None:
 
 def test_targets_compare_with_the_best_seed_variant() -> None:
     targets = bench_report.evaluate_targets(_report())
-    speedup, paced, profile, cold = targets
-    assert speedup["measured"] == 10.5  # 420 against the threadpool seed's 40, the best baseline
+    speedup, fraction, cached, profile, cold = targets
+    assert speedup["measured"] == 11.2  # 450 against the threadpool seed's 40, the best baseline
     assert speedup["met"] is True
-    assert (paced["measured"], paced["met"]) == (None, None)  # not in this report
+    assert (fraction["measured"], fraction["met"]) == (0.9, True)  # 450 end to end against 500 alone
+    assert cached["measured"] == 2000.0  # 3000 req/s on 1.5 cores
     assert (profile["measured"], profile["met"]) == (30.0, True)
     assert (cold["measured"], cold["met"]) == (1.5, True)
+
+
+def test_ratios_per_text_length_and_end_to_end_fraction() -> None:
+    report = _report()
+    assert bench_report.seed_ratio(report["scenarios"], "long-") == 6.0
+    assert bench_report.end_to_end_fraction(report, "long", 32) == 0.9
+    assert bench_report.end_to_end_fraction(report, "short", 4) is None  # no engine run at 4
 
 
 def test_targets_are_not_measured_when_a_server_is_missing() -> None:
     report = _report()
     report["scenarios"] = [s for s in report["scenarios"] if s["server"].startswith("seed")]
     report["servers"].pop("mlapi-onnx")
-    assert [t["met"] for t in bench_report.evaluate_targets(report)] == [None, None, None, None]
+    report.pop("engine")
+    assert [t["met"] for t in bench_report.evaluate_targets(report)] == [None] * 5
+
+
+def test_profile_summary_ranks_leaves_and_areas() -> None:
+    raw = "\n".join([
+        "_bootstrap (threading.py:1);run (onnxruntime/capi/onnxruntime_inference_collection.py:266) 70",
+        "main (uvicorn/main.py:1);run (asyncio/base_events.py:1);validate (pydantic/main.py:1) 20",
+        "main (uvicorn/main.py:1);data_received (uvicorn/protocols/http/httptools_impl.py:1) 10",
+        "not a sample line",
+    ])
+    prof = bench_report.summarize_profile(raw)
+    assert prof["samples"] == 100
+    assert prof["top"][0] == {"function": "run (onnxruntime/capi/onnxruntime_inference_collection.py:266)",
+                              "share": 0.7}
+    assert prof["areas"] == {"inference (ONNX Runtime)": 0.7, "validation and serialisation": 0.2,
+                             "HTTP server (uvicorn)": 0.1}
 
 
 def test_markdown_has_ratios_targets_and_the_run_facts() -> None:
     report = _report()
+    report["machine"]["cpu_flags"] = ["avx2", "fma"]
     report["targets"] = bench_report.evaluate_targets(report)
     text = bench_report.render_markdown(report)
     assert "| 4 VUs | 40.0 | 420.0 | 10.5 |" in text
-    assert "| best of 1/4/32 VUs | 40.0 | 420.0 | 10.5 |" in text
-    assert "Test CPU, 2 cores" in text
+    assert "| best of 1/4/32 VUs | 40.0 | 450.0 | 11.2 |" in text
+    assert "| short | 32 | 500.0 (60.0) | 450.0 (5.0) | 0.90 |" in text
+    assert "Test CPU (family/model ?), 2 cores, 8.0 GiB RAM; CPU flags: avx2, fma" in text
     assert "`python load/bench.py --quick`" in text
     assert "| mlapi-onnx | 1.50 | 400 |" in text
-    assert "NOT met" not in text
-    assert "not measured" in text  # the paced profile is absent from this report
+    assert "## Summary" in text
+    assert "| seeds' profile as graded (10 VUs, no think time): req/s, p50 / p99 ms | 2,000.0, 5.0 / 30.0 | " \
+           "10.0, 5.0 / 900.0 | 200.0x |" in text
 
 
 def test_write_all_writes_json_markdown_and_chart(tmp_path: Path) -> None:
@@ -121,3 +161,19 @@ def test_write_all_writes_json_markdown_and_chart(tmp_path: Path) -> None:
     ]
     assert json.loads(paths["json"].read_text())["scenarios"][0]["req_per_s"] == 20.0
     assert paths["png"].read_bytes().startswith(b"\x89PNG")
+
+
+def test_write_all_keeps_the_main_html_reports_only(tmp_path: Path) -> None:
+    report = _report()
+    logs = tmp_path / "tmp"
+    logs.mkdir()
+    for run in report["scenarios"]:
+        html = logs / f"{run['server']}-{run['scenario']}.html"
+        html.write_text("<html></html>")
+        run["html_report"] = str(html)
+    report["targets"] = bench_report.evaluate_targets(report)
+    bench_report.write_all(report, tmp_path / "out")
+    kept = sorted(p.name for p in (tmp_path / "out" / "2030-01-02-bench-html").iterdir())
+    assert kept == ["mlapi-onnx-seed-profile.html", "mlapi-onnx-unique-32vu.html", "seed-seed-profile.html"]
+    markdown = (tmp_path / "out" / "2030-01-02-bench.md").read_text()
+    assert "(2030-01-02-bench-html/mlapi-onnx-unique-32vu.html)" in markdown
