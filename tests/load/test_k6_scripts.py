@@ -41,3 +41,28 @@ def test_every_scenario_script_exists() -> None:
     scripts = {s.script for spec in bench.SERVERS for phase in spec.phases for s in phase.scenarios}
     assert all((LOAD_DIR / script).is_file() for script in scripts)
     assert sys.executable
+
+
+def test_mixed_takes_vus_and_duration_from_env() -> None:
+    options = _inspect("mixed.js", "VUS=3", "DURATION=4s")
+    assert (options["vus"], options["duration"]) == (3, "4s")
+    assert options["thresholds"]["checks"] == ["rate>0.99"]
+
+
+def test_spike_ramps_to_four_times_the_seeds_users_in_ten_seconds_and_back() -> None:
+    stages = _inspect("spike.js")["scenarios"]["spike"]
+    assert stages["startVUs"] == 10
+    assert stages["stages"] == [
+        {"duration": "30s", "target": 10},
+        {"duration": "10s", "target": 40},
+        {"duration": "0s", "target": 40},
+        {"duration": "10s", "target": 10},
+        {"duration": "30s", "target": 10},
+    ]
+
+
+def test_spike_keeps_a_p95_and_error_rate_per_window() -> None:
+    thresholds = _inspect("spike.js", "BASELINE=4s", "RAMP=2s", "RECOVERY=4s", "WINDOW_S=1")["thresholds"]
+    windows = {name for name in thresholds if name.startswith("http_req_duration{window:")}
+    assert len(windows) == 13  # 12 s in 1 s windows, plus the one k6 stops in
+    assert "shed_503{phase:spike}" in thresholds
