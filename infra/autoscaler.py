@@ -112,6 +112,8 @@ class ClusterAutoscaler(pulumi.ComponentResource):
                     "balance-similar-node-groups": True,
                     "expander": "least-waste",
                     "skip-nodes-with-system-pods": False,
+                    # The model pods' only local storage is an emptyDir /tmp scratch: it must not pin a node.
+                    "skip-nodes-with-local-storage": False,
                 },
             },
             atomic=True,

@@ -122,6 +122,8 @@ def test_cluster_autoscaler_scales_this_clusters_node_group_through_pod_identity
     values = release["values"]
     assert values["autoDiscovery"] == {"clusterName": "mlapi-dev"}
     assert values["image"]["tag"] == versions.CLUSTER_AUTOSCALER_IMAGES[versions.KUBERNETES_VERSION]
+    # Nodes running model pods (emptyDir /tmp) can still be scaled down.
+    assert values["extraArgs"]["skip-nodes-with-local-storage"] is False
     assert release["version"] == versions.CLUSTER_AUTOSCALER_CHART
     associations = {(a["namespace"], a["serviceAccount"]): a for a in
                     (plain(r.inputs) for r in dev.of_type("aws:eks/podIdentityAssociation:PodIdentityAssociation"))}
