@@ -24,13 +24,13 @@ from .schemas import (
 from .settings import Settings
 
 
-def get_predictor(request: Request) -> Predictor:
-    """The app's predictor (created at startup)."""
+async def get_predictor(request: Request) -> Predictor:
+    """The app's predictor (created at startup); async so FastAPI calls it inline, not via its thread pool."""
     return request.app.state.predictor
 
 
-def get_metrics(request: Request) -> Metrics:
-    """The app's metrics registry."""
+async def get_metrics(request: Request) -> Metrics:
+    """The app's metrics registry; async so FastAPI calls it inline, not via its thread pool."""
     return request.app.state.metrics
 
 
