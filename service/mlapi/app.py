@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from . import __version__
-from .cache import Cache, MemoryCache, NullCache, RedisCache
+from .cache import Cache, MemoryCache, NullCache, RedisCache, TieredCache
 from .errors import install_error_handlers
 from .layout import include_routes
 from .metrics import Metrics
@@ -27,15 +27,17 @@ log = logging.getLogger(__name__)
 
 
 def build_cache(settings: Settings, metrics: Metrics) -> Cache:
-    """Redis when a URL is configured, the in-process LRU otherwise, nothing when caching is off."""
+    """Redis behind the in-process LRU when a URL is configured, the LRU alone otherwise, nothing when off."""
     if not settings.cache_enabled:
         return NullCache()
+    near = MemoryCache(settings.cache_max_entries, settings.cache_ttl_seconds)
     if settings.redis_url is not None:
-        return RedisCache(
+        far = RedisCache(
             settings.redis_url.get_secret_value(), metrics, settings.cache_ttl_seconds,
             settings.redis_timeout_ms, settings.redis_cooldown_seconds,
         )
-    return MemoryCache(settings.cache_max_entries, settings.cache_ttl_seconds)
+        return TieredCache(near, far)
+    return near
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

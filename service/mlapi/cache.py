@@ -1,8 +1,8 @@
-"""Per-text answer cache: Redis when `MLAPI_REDIS_URL` is set, an in-process LRU otherwise.
+"""Per-text answer cache: Redis behind an in-process LRU when `MLAPI_REDIS_URL` is set, the LRU alone otherwise.
 
 Keys are `<prefix>::<model key>:<text digest>`, one per text, so a batch that repeats known texts computes only
-the new ones, and a new model (or another backend) never serves an old model's answers. One round trip per
-request each way (MGET, then a pipelined SET EX).
+the new ones, and a new model (or another backend) never serves an old model's answers. Texts the process has not
+seen cost one round trip each way (MGET, then a pipelined SET EX); those it has are answered from memory.
 
 Redis is an accelerator, never a dependency: every call has a short timeout and no retries, failures are counted,
 and after a failure the cache is skipped for `cooldown` seconds (a circuit breaker), so "Redis down" costs one
@@ -187,3 +187,37 @@ class RedisCache:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+class TieredCache:
+    """The in-process LRU in front of Redis: a hot text's answer is served without a round trip.
+
+    An answer never changes for a key (the key names the model, its backend and the text), so a copy kept in the
+    process is never stale; Redis shares answers between replicas and survives restarts. Hits in the LRU skip
+    Redis, misses go to Redis once and fill the LRU, new answers go to both.
+    """
+
+    def __init__(self, near: MemoryCache, far: Cache) -> None:
+        self._near = near
+        self._far = far
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        found = await self._near.get_many(keys)
+        missing = [key for key, value in zip(keys, found, strict=True) if value is None]
+        if not missing:
+            return found
+        fetched = dict(zip(missing, await self._far.get_many(missing), strict=True))
+        await self._near.set_many({key: value for key, value in fetched.items() if value is not None})
+        return [value if value is not None else fetched[key] for key, value in zip(keys, found, strict=True)]
+
+    async def set_many(self, items: dict[str, bytes]) -> None:
+        await self._near.set_many(items)
+        await self._far.set_many(items)
+
+    def status(self) -> dict[str, object]:
+        return self._far.status()
+
+    async def close(self) -> None:
+        await self._near.close()
+        await self._far.close()
+

@@ -143,3 +143,26 @@ def test_full_redis_still_answers(redis_client, redis_server) -> None:
         assert _metric(redis_client, "mlapi_cache_errors_total") >= 1
     finally:
         admin.config_set("maxmemory", "0")
+
+
+def test_hot_text_is_answered_in_process_without_a_redis_round_trip(redis_client, redis_server) -> None:
+    first = redis_client.post("/predict", json={"text": ["hot text"]}).json()
+    redis_server.stop()  # a round trip now would fail and count an error
+    second = redis_client.post("/predict", json={"text": ["hot text"]})
+    assert second.status_code == 200
+    assert second.json() == first
+    assert _metric(redis_client, "mlapi_cache_hits_total") == 1
+    assert _metric(redis_client, "mlapi_cache_errors_total") == 0
+    redis_server.start()
+
+
+def test_answers_from_redis_fill_the_in_process_tier(make_client, minilm_dir, redis_server) -> None:
+    with make_client(minilm_dir, redis_url=redis_server.url) as writer:
+        stored = writer.post("/predict", json={"text": ["from another replica"]}).json()
+    with make_client(minilm_dir, redis_url=redis_server.url) as reader:
+        assert reader.post("/predict", json={"text": ["from another replica"]}).json() == stored  # via Redis
+        redis_server.stop()
+        assert reader.post("/predict", json={"text": ["from another replica"]}).json() == stored  # in process
+        assert _metric(reader, "mlapi_cache_hits_total") == 2
+        assert _metric(reader, "mlapi_cache_errors_total") == 0
+        redis_server.start()
