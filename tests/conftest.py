@@ -88,6 +88,12 @@ def write_tiny_classifier(out: Path, labels: list[str], seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_classifier_writer() -> Callable[..., Path]:
+    """`write_tiny_classifier`, for tests that build their own variant of the tiny classifier."""
+    return write_tiny_classifier
+
+
+@pytest.fixture(scope="session")
 def classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny three-label classifier, baked once for the session."""
     from mlapi.bake import bake

@@ -19,7 +19,9 @@ from .errors import install_error_handlers
 from .layout import include_routes
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, JsonByDefaultMiddleware, MetricsMiddleware
+from .pages import build_page_router
 from .predictor import Predictor
+from .request_stats import RequestStatsMiddleware
 from .routes import build_router
 from .settings import Settings
 
@@ -76,7 +78,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
     include_routes(app, lambda at: build_router(settings, at), prefix)
+    app.include_router(build_page_router(prefix))
     app.add_middleware(JsonByDefaultMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestStatsMiddleware)
     return app

@@ -22,6 +22,7 @@ from .cache import Cache, cache_key
 from .errors import InvalidInput, NotReady, UnsupportedTask
 from .manifest import Manifest
 from .metrics import Metrics
+from .request_stats import record_cache_lookups
 from .scoring import label_prototypes, ranked, softmax, unit, zero_shot
 from .settings import Settings
 from .shaping import DEFAULT_PASS_OVERHEAD_TOKENS
@@ -177,7 +178,9 @@ class Predictor:
         keys = [cache_key(s.cache_prefix, engine.model_key, op, text) for text in texts]
         found = await self.cache.get_many(keys)
         values = {key: value for key, value in zip(keys, found, strict=True) if value is not None}
-        hits = sum(key in values for key in keys)
+        found_flags = [key in values for key in keys]
+        record_cache_lookups(found_flags)
+        hits = sum(found_flags)
         self.metrics.cache_hits.labels(op=op).inc(hits)
         self.metrics.cache_misses.labels(op=op).inc(len(keys) - hits)
 
@@ -215,6 +218,7 @@ class Predictor:
         return {
             "loaded": self.ready,
             "source": m.source,
+            "revision": m.revision,
             "task": m.task,
             "labels": m.labels,
             "content_hash": m.content_hash[:16],

@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .metrics import Metrics
 from .predictor import Predictor
+from .request_stats import RESPONSE_HEADERS
 from .schemas import (
     ErrorResponse,
     HealthResponse,
@@ -48,6 +49,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+# Every answer of /predict and /query: the errors, and a 200 with the request's cache results and server time.
+_OK: dict[int | str, dict[str, Any]] = {**_ERRORS, 200: {"headers": RESPONSE_HEADERS}}
+
 # Names the seeds' course terms gave the predict route; each answers exactly as /predict does.
 PREDICT_ALIASES = ("/bulk-predict", "/project-predict")
 
@@ -57,7 +61,7 @@ def build_router(settings: Settings, prefix: str = "") -> APIRouter:
     predict_request, query_request = build_request_models(settings)
     router = APIRouter(prefix=prefix)
 
-    @router.post("/predict", response_model=PredictResponse, responses=_ERRORS, summary="Sentiment for a list of texts",
+    @router.post("/predict", response_model=PredictResponse, responses=_OK, summary="Sentiment for a list of texts",
                  description=f"Also answers at {' and '.join(PREDICT_ALIASES)} (the seeds' names for this route).")
     async def predict(
         body: predict_request, predictor: PredictorDep, metrics: MetricsDep, backend: BackendQuery = None  # type: ignore[valid-type]
@@ -68,10 +72,10 @@ def build_router(settings: Settings, prefix: str = "") -> APIRouter:
         return Response(await predictor.predict(texts, backend), media_type="application/json")
 
     for alias in PREDICT_ALIASES:
-        router.add_api_route(alias, predict, methods=["POST"], response_model=PredictResponse, responses=_ERRORS,
+        router.add_api_route(alias, predict, methods=["POST"], response_model=PredictResponse, responses=_OK,
                              include_in_schema=False)
 
-    @router.post("/query", responses=_ERRORS, summary="Rank candidate labels for a sentence")
+    @router.post("/query", responses=_OK, summary="Rank candidate labels for a sentence")
     async def query(
         body: query_request, predictor: PredictorDep, metrics: MetricsDep, backend: BackendQuery = None  # type: ignore[valid-type]
     ) -> QueryResponse:
