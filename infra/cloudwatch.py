@@ -1,0 +1,300 @@
+"""Metrics on the Fargate platform: one CloudWatch dashboard and the SLO alarms, from what AWS already publishes.
+
+The ALB publishes per target group (namespace AWS/ApplicationELB, dimensions LoadBalancer + TargetGroup), ECS per
+service (AWS/ECS: CPUUtilization, MemoryUtilization) and Container Insights the task counts (ECS/ContainerInsights:
+RunningTaskCount, DesiredTaskCount), both with ClusterName + ServiceName. The alarms hold the same SLOs as the
+Prometheus rules of the EKS platform (monitoring/prometheus/alerts.yaml): 5xx share, p99 latency, targets not
+healthy, running at the scaling ceiling. They notify an SNS topic when `mlapi:alarmEmail` is set.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+# The SLOs of monitoring/prometheus/alerts.yaml, restated for ALB metrics.
+ERROR_RATE_PERCENT = 5.0  # MlapiHighErrorRate: more than 5% of answers 5xx over 5 minutes
+LATENCY_P99_SECONDS = 1.0  # MlapiLatencyP99OverSLO: p99 over 1 s for 10 minutes
+NOT_READY_MINUTES = 10  # MlapiPodsNotReady: unhealthy targets for 10 minutes
+AT_MAX_MINUTES = 15  # MlapiHpaAtMax: at the maximum task count for 15 minutes
+SATURATION_PERCENT = 90.0  # CPU or memory this high, this long, means scaling is not keeping up
+PERIOD = 60
+
+
+@dataclass(frozen=True)
+class ServiceMetrics:
+    """One Fargate service as its metrics name it: target group ARN suffix, ECS service name, scaling ceiling."""
+
+    name: str
+    target_group: pulumi.Input[str]
+    ecs_service: pulumi.Input[str]
+    max_tasks: int
+
+
+@dataclass(frozen=True)
+class CloudWatchArgs:
+    """Where the metrics come from (load balancer ARN suffix, ECS cluster) and who hears the alarms."""
+
+    dashboard_name: str
+    region: str
+    load_balancer: pulumi.Input[str]
+    cluster_name: pulumi.Input[str]
+    services: list[ServiceMetrics]
+    alarm_email: str
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    name: str
+    target_group: str
+    ecs_service: str
+
+
+def _widget(title: str, metrics: list[list[Any]], region: str, position: tuple[int, int],
+            stat: str = "Sum", unit_label: str = "") -> dict[str, Any]:
+    x, y = position
+    properties: dict[str, Any] = {
+        "title": title,
+        "view": "timeSeries",
+        "stacked": False,
+        "region": region,
+        "period": PERIOD,
+        "stat": stat,
+        "metrics": metrics,
+    }
+    if unit_label:
+        properties["yAxis"] = {"left": {"label": unit_label, "showUnits": False}}
+    return {"type": "metric", "x": x, "y": y, "width": 12, "height": 6, "properties": properties}
+
+
+def dashboard_body(region: str, load_balancer: str, cluster: str, services: list[_Resolved]) -> dict[str, Any]:
+    """The dashboard: ALB traffic, errors, latency and health per target group; ECS load and task counts."""
+    alb = "AWS/ApplicationELB"
+
+    def per_tg(metric: str, **options: str) -> list[list[Any]]:
+        return [
+            [alb, metric, "LoadBalancer", load_balancer, "TargetGroup", s.target_group, {"label": s.name, **options}]
+            for s in services
+        ]
+
+    def per_service(namespace: str, metric: str) -> list[list[Any]]:
+        return [
+            [namespace, metric, "ClusterName", cluster, "ServiceName", s.ecs_service, {"label": s.name}]
+            for s in services
+        ]
+
+    errors = [
+        [alb, metric, "LoadBalancer", load_balancer, "TargetGroup", s.target_group, {"label": f"{s.name} {code}"}]
+        for s in services
+        for metric, code in (("HTTPCode_Target_4XX_Count", "4xx"), ("HTTPCode_Target_5XX_Count", "5xx"))
+    ]
+    errors.append([alb, "HTTPCode_ELB_5XX_Count", "LoadBalancer", load_balancer, {"label": "load balancer 5xx"}])
+    latency = [
+        row
+        for s in services
+        for row in (
+            [alb, "TargetResponseTime", "LoadBalancer", load_balancer, "TargetGroup", s.target_group,
+             {"label": f"{s.name} p50", "stat": "p50"}],
+            [alb, "TargetResponseTime", "LoadBalancer", load_balancer, "TargetGroup", s.target_group,
+             {"label": f"{s.name} p99", "stat": "p99"}],
+        )
+    ]
+    widgets = [
+        _widget("Requests per minute", per_tg("RequestCount"), region, (0, 0)),
+        _widget("4xx and 5xx per minute", errors, region, (12, 0)),
+        _widget("Target response time (p50, p99)", latency, region, (0, 6), stat="p99", unit_label="seconds"),
+        _widget("Healthy targets", per_tg("HealthyHostCount"), region, (12, 6), stat="Minimum"),
+        _widget("CPU utilization %", per_service("AWS/ECS", "CPUUtilization"), region, (0, 12), stat="Average"),
+        _widget("Memory utilization %", per_service("AWS/ECS", "MemoryUtilization"), region, (12, 12),
+                stat="Average"),
+        _widget("Running tasks", per_service("ECS/ContainerInsights", "RunningTaskCount"), region, (0, 18),
+                stat="Average"),
+        _widget("Desired tasks", per_service("ECS/ContainerInsights", "DesiredTaskCount"), region, (12, 18),
+                stat="Average"),
+    ]
+    return {"start": "-PT3H", "periodOverride": "inherit", "widgets": widgets}
+
+
+def _dimensions_tg(load_balancer: pulumi.Input[str], target_group: pulumi.Input[str]) -> dict[str, Any]:
+    return {"LoadBalancer": load_balancer, "TargetGroup": target_group}
+
+
+class CloudWatchMonitoring(pulumi.ComponentResource):
+    """The dashboard, per-service SLO alarms, and the optional SNS topic they notify."""
+
+    dashboard_name: pulumi.Output[str]
+    alarm_topic_arn: pulumi.Output[str] | None
+
+    def __init__(self, name: str, args: CloudWatchArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlapi:cloudwatch:CloudWatchMonitoring", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        actions: list[pulumi.Input[str]] = []
+        self.alarm_topic_arn = None
+        if args.alarm_email:
+            topic = aws.sns.Topic(
+                f"{name}-alarms",
+                name=f"{args.dashboard_name}-alarms",
+                # AWS-managed key: encrypted at rest, and CloudWatch may still publish to it.
+                kms_master_key_id="alias/aws/sns",
+                tags=args.tags,
+                opts=child,
+            )
+            aws.sns.TopicSubscription(
+                f"{name}-alarms-email", topic=topic.arn, protocol="email", endpoint=args.alarm_email, opts=child
+            )
+            actions = [topic.arn]
+            self.alarm_topic_arn = topic.arn
+
+        names = [s.name for s in args.services]
+        body = pulumi.Output.all(
+            args.load_balancer,
+            args.cluster_name,
+            pulumi.Output.all(*[s.target_group for s in args.services]),
+            pulumi.Output.all(*[s.ecs_service for s in args.services]),
+        ).apply(
+            lambda v: json.dumps(
+                dashboard_body(
+                    args.region, v[0], v[1],
+                    [_Resolved(n, tg, svc) for n, tg, svc in zip(names, v[2], v[3], strict=True)],
+                )
+            )
+        )
+        dashboard = aws.cloudwatch.Dashboard(
+            f"{name}-dashboard", dashboard_name=args.dashboard_name, dashboard_body=body, opts=child
+        )
+        for svc in args.services:
+            self._alarms(name, args, svc, actions)
+        self.dashboard_name = dashboard.dashboard_name
+        self.register_outputs({"dashboard_name": self.dashboard_name, "alarm_topic_arn": self.alarm_topic_arn})
+
+    def _alarms(self, name: str, args: CloudWatchArgs, svc: ServiceMetrics, actions: list[pulumi.Input[str]]) -> None:
+        base = f"{name}-{svc.name}"
+        child = pulumi.ResourceOptions(parent=self)
+        tg_dims = _dimensions_tg(args.load_balancer, svc.target_group)
+        ecs_dims = {"ClusterName": args.cluster_name, "ServiceName": svc.ecs_service}
+        common: dict[str, Any] = {
+            "alarm_actions": actions,
+            "ok_actions": actions,
+            "tags": args.tags,
+            "opts": child,
+        }
+        alb_metric = aws.cloudwatch.MetricAlarmMetricQueryMetricArgs
+
+        def query(query_id: str, metric: str) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
+            return aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                id=query_id,
+                return_data=False,
+                metric=alb_metric(namespace="AWS/ApplicationELB", metric_name=metric, dimensions=tg_dims,
+                                  period=PERIOD, stat="Sum"),
+            )
+
+        aws.cloudwatch.MetricAlarm(
+            f"{base}-error-rate",
+            name=f"{args.dashboard_name}-{svc.name}-5xx-rate",
+            alarm_description=f"{svc.name}: more than {ERROR_RATE_PERCENT:g}% of answers 5xx for 5 minutes "
+            "(runbook: docs/operations.md#mlapihigherrorrate)",
+            comparison_operator="GreaterThanThreshold",
+            threshold=ERROR_RATE_PERCENT,
+            evaluation_periods=5,
+            datapoints_to_alarm=5,
+            treat_missing_data="notBreaching",
+            metric_queries=[
+                query("errors", "HTTPCode_Target_5XX_Count"),
+                query("requests", "RequestCount"),
+                aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                    id="rate", expression="IF(requests > 0, 100 * errors / requests, 0)",
+                    label="5xx % of answers", return_data=True,
+                ),
+            ],
+            **common,
+        )
+        aws.cloudwatch.MetricAlarm(
+            f"{base}-latency-p99",
+            name=f"{args.dashboard_name}-{svc.name}-p99-latency",
+            alarm_description=f"{svc.name}: p99 target response time over {LATENCY_P99_SECONDS:g} s for 10 minutes "
+            "(runbook: docs/operations.md#mlapilatencyp99overslo)",
+            namespace="AWS/ApplicationELB",
+            metric_name="TargetResponseTime",
+            dimensions=tg_dims,
+            extended_statistic="p99",
+            period=PERIOD,
+            comparison_operator="GreaterThanThreshold",
+            threshold=LATENCY_P99_SECONDS,
+            evaluation_periods=10,
+            datapoints_to_alarm=10,
+            treat_missing_data="notBreaching",
+            **common,
+        )
+        aws.cloudwatch.MetricAlarm(
+            f"{base}-unhealthy",
+            name=f"{args.dashboard_name}-{svc.name}-unhealthy-targets",
+            alarm_description=f"{svc.name}: tasks failing the load balancer health check for "
+            f"{NOT_READY_MINUTES} minutes (runbook: docs/operations.md#mlapipodsnotready)",
+            namespace="AWS/ApplicationELB",
+            metric_name="UnHealthyHostCount",
+            dimensions=tg_dims,
+            statistic="Maximum",
+            period=PERIOD,
+            comparison_operator="GreaterThanThreshold",
+            threshold=0,
+            evaluation_periods=NOT_READY_MINUTES,
+            datapoints_to_alarm=NOT_READY_MINUTES,
+            treat_missing_data="notBreaching",
+            **common,
+        )
+        aws.cloudwatch.MetricAlarm(
+            f"{base}-no-healthy",
+            name=f"{args.dashboard_name}-{svc.name}-no-healthy-targets",
+            alarm_description=f"{svc.name}: no task passes the load balancer health check; every request fails",
+            namespace="AWS/ApplicationELB",
+            metric_name="HealthyHostCount",
+            dimensions=tg_dims,
+            statistic="Minimum",
+            period=PERIOD,
+            comparison_operator="LessThanThreshold",
+            threshold=1,
+            evaluation_periods=3,
+            datapoints_to_alarm=3,
+            # The ALB stops publishing for a target group with no registered targets: that is an outage too.
+            treat_missing_data="breaching",
+            **common,
+        )
+        aws.cloudwatch.MetricAlarm(
+            f"{base}-at-max",
+            name=f"{args.dashboard_name}-{svc.name}-at-max-tasks",
+            alarm_description=f"{svc.name}: running at its maximum of {svc.max_tasks} tasks for {AT_MAX_MINUTES} "
+            "minutes; scaling cannot add capacity (runbook: docs/operations.md#mlapihpaatmax)",
+            namespace="ECS/ContainerInsights",
+            metric_name="RunningTaskCount",
+            dimensions=ecs_dims,
+            statistic="Minimum",
+            period=PERIOD,
+            comparison_operator="GreaterThanOrEqualToThreshold",
+            threshold=svc.max_tasks,
+            evaluation_periods=AT_MAX_MINUTES,
+            datapoints_to_alarm=AT_MAX_MINUTES,
+            treat_missing_data="notBreaching",
+            **common,
+        )
+        for metric in ("CPUUtilization", "MemoryUtilization"):
+            aws.cloudwatch.MetricAlarm(
+                f"{base}-{metric.removesuffix('Utilization').lower()}-saturated",
+                name=f"{args.dashboard_name}-{svc.name}-{metric}",
+                alarm_description=f"{svc.name}: average {metric} over {SATURATION_PERCENT:g}% for 10 minutes",
+                namespace="AWS/ECS",
+                metric_name=metric,
+                dimensions=ecs_dims,
+                statistic="Average",
+                period=PERIOD,
+                comparison_operator="GreaterThanThreshold",
+                threshold=SATURATION_PERCENT,
+                evaluation_periods=10,
+                datapoints_to_alarm=10,
+                treat_missing_data="notBreaching",
+                **common,
+            )
