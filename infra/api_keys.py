@@ -9,8 +9,9 @@ and the pods mount that Secret as a whole directory, without `subPath`, so the k
 on its next sync (about a minute) and the service reloads it: a rotation needs no restart (Kubernetes
 "Secrets: mounted Secrets are updated automatically"; a `subPath` mount never is). ESO reads AWS with IRSA
 through a namespaced SecretStore: the role is assumable only by one ServiceAccount of the app namespace, and
-grants read on this one secret. (EKS Pod Identity would need the Pod Identity Agent add-on and would give the
-role to ESO's controller for every namespace; the cluster already has the OIDC provider IRSA needs.)
+grants read on this one secret. (EKS Pod Identity binds a role to the pod that calls AWS, here ESO's
+controller, which serves every namespace; IRSA with the SecretStore's `serviceAccountRef` keeps the grant in the
+app namespace, through the OIDC provider the cluster already has.)
 
 Fargate: an ECS `secrets` entry; the execution role may read this one secret. ECS resolves it when a task starts,
 so a rotation reaches new tasks (`aws ecs update-service --force-new-deployment`).
@@ -47,9 +48,10 @@ ESO_RESOURCES: dict[str, dict[str, dict[str, str]]] = {
 
 def pod_volume() -> dict[str, Any]:
     """The keys volume of a model pod: the whole synced Secret, read-only to the container's group."""
-    # `optional`: the pod starts before the operator has put the first keys (the Secret does not exist until
-    # then); the directory stays empty, and the kubelet fills it on a later sync once ESO creates the Secret.
-    return {"name": VOLUME, "secret": {"secretName": K8S_SECRET, "defaultMode": 0o440, "optional": True}}
+    # Not optional: until the operator puts the first keys there is no Secret, and the pod waits in
+    # ContainerCreating (the kubelet retries the mount) instead of starting without keys; the service refuses to
+    # start on a missing keys file anyway.
+    return {"name": VOLUME, "secret": {"secretName": K8S_SECRET, "defaultMode": 0o440}}
 
 
 def container_mount() -> dict[str, Any]:

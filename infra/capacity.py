@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from infra import api_keys, monitoring
 from infra.config import ClusterSettings, ModelService
 
 Kind = Literal["daemonset", "deployment"]
@@ -53,6 +54,25 @@ EKS_ADDONS: tuple[PodRequests, ...] = (
                 source="amazon-cloudwatch-observability chart 6.4.0 values.yaml manager.resources.requests"),
 )
 
+def _millicores(quantity: str) -> int:
+    return int(quantity[:-1]) if quantity.endswith("m") else int(float(quantity) * 1000)
+
+
+def _mebibytes(quantity: str) -> int:
+    if quantity.endswith("Gi"):
+        return int(float(quantity[:-2]) * 1024)
+    if not quantity.endswith("Mi"):
+        raise ValueError(f"memory quantity {quantity!r}: write it in Mi or Gi")
+    return int(quantity[:-2])
+
+
+def _from_containers(name: str, containers: Iterable[dict[str, str]], source: str) -> PodRequests:
+    """One pod whose containers' requests the program sets (in monitoring.py, api_keys.py): their sum."""
+    requests = list(containers)
+    return PodRequests(name, "deployment", sum(_millicores(r["cpu"]) for r in requests),
+                       sum(_mebibytes(r["memory"]) for r in requests), source=source)
+
+
 # Every Helm release the program installs, keyed by release name. Where the program sets resources or replica
 # bounds in the release values, it takes them from here, so this table and the cluster cannot disagree.
 RELEASE_REQUESTS: dict[str, tuple[PodRequests, ...]] = {
@@ -70,6 +90,16 @@ RELEASE_REQUESTS: dict[str, tuple[PodRequests, ...]] = {
     "aws-load-balancer-controller": (
         PodRequests("aws-load-balancer-controller", "deployment", 100, 128, 2, 2,
                     source="set by the program (lb_controller.py); chart default 2 replicas"),
+    ),
+    # One pod each of Prometheus, Alertmanager, the operator, Grafana and kube-state-metrics (node-exporter off).
+    "kube-prometheus-stack": tuple(
+        _from_containers(pod, (monitoring.RESOURCES[c]["requests"] for c in containers),
+                         "set by the program (monitoring.py)")
+        for pod, containers in monitoring.CONTAINERS_PER_POD.items()
+    ),
+    "external-secrets": tuple(
+        _from_containers(f"external-secrets-{part}", [resources["requests"]], "set by the program (api_keys.py)")
+        for part, resources in api_keys.ESO_RESOURCES.items()
     ),
 }
 

@@ -135,6 +135,17 @@ class FargateSettings:
 
 
 @dataclass(frozen=True)
+class OperationsSettings:
+    """What operators look at and what guards the edge: charts of the EKS add-ons, the alarm e-mail, the
+    optional edge rate limit (None: off)."""
+
+    prometheus_stack_version: str
+    external_secrets_version: str
+    alarm_email: str
+    edge_rate_limit_per_minute: int | None
+
+
+@dataclass(frozen=True)
 class StackConfig:
     """Everything the program needs, validated once."""
 
@@ -150,6 +161,7 @@ class StackConfig:
     log_retention_days: int
     certificate_arn: str
     timeouts: Timeouts
+    operations: OperationsSettings
     services: tuple[ModelService, ...]
 
     @property
@@ -194,6 +206,11 @@ DEFAULTS: dict[str, Any] = {
     "healthCheckGraceSeconds": 300,
     "logRetentionDays": 14,
     "requestTimeoutSeconds": 30,
+    "kubePrometheusStackVersion": versions.KUBE_PROMETHEUS_STACK_CHART,
+    "externalSecretsVersion": versions.EXTERNAL_SECRETS_CHART,
+    "alarmEmail": "",
+    "edgeRateLimit": False,
+    "edgeRateLimitPerMinute": 6000,
 }
 SERVICE_DEFAULTS: dict[str, Any] = {
     "modelRevision": "main",
@@ -416,6 +433,7 @@ def build_config(raw_values: Mapping[str, Any], *, project: str, stack: str, reg
         ),
         log_retention_days=_retention(raw),
         certificate_arn=certificate_arn,
+        operations=_operations(raw),
         timeouts=Timeouts(
             _int(raw, "requestTimeoutSeconds", "requestTimeoutSeconds", 1, MAX_REQUEST_TIMEOUT_SECONDS)
         ),
@@ -457,6 +475,23 @@ def _build_paths(raw: Mapping[str, Any]) -> dict[str, str]:
     if not dockerfile.is_file():
         raise ConfigError("dockerfile", f"{dockerfile} does not exist (paths are relative to imageContext)")
     return {"context": str(context), "dockerfile": str(dockerfile)}
+
+
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _operations(raw: Mapping[str, Any]) -> OperationsSettings:
+    email = raw["alarmEmail"] or ""
+    if email and not _EMAIL_RE.match(str(email)):
+        raise ConfigError("alarmEmail", f"must be an e-mail address (or empty), got {email!r}")
+    # WAF rate-based rules count at least 10 requests per window; Envoy refills at least one token a second.
+    per_minute = _int(raw, "edgeRateLimitPerMinute", "edgeRateLimitPerMinute", 60, 10_000_000)
+    return OperationsSettings(
+        prometheus_stack_version=_str(raw, "kubePrometheusStackVersion", "kubePrometheusStackVersion", _SEMVER_RE),
+        external_secrets_version=_str(raw, "externalSecretsVersion", "externalSecretsVersion", _SEMVER_RE),
+        alarm_email=str(email),
+        edge_rate_limit_per_minute=per_minute if _bool(raw, "edgeRateLimit", "edgeRateLimit") else None,
+    )
 
 
 # CloudWatch Logs accepts only these retention periods (PutRetentionPolicy API reference).

@@ -44,6 +44,7 @@ class EcsCluster(pulumi.ComponentResource):
     cluster_name: pulumi.Output[str]
     task_security_group_id: pulumi.Output[str]
     execution_role_arn: pulumi.Output[str]
+    execution_role_id: pulumi.Output[str]
     task_role_arn: pulumi.Output[str]
     redis_secret_arn: pulumi.Output[str]
 
@@ -87,7 +88,10 @@ class EcsCluster(pulumi.ComponentResource):
         self.cluster_name = cluster.name
         self.task_security_group_id = task_sg.id
         self.redis_secret_arn = secret.arn
-        self.execution_role_arn = self._execution_role(name, secret, tags).arn
+        execution_role = self._execution_role(name, secret, tags)
+        self.execution_role_arn = execution_role.arn
+        # The role's name (an IAM role's id), for policies other components attach (the API keys secret).
+        self.execution_role_id = execution_role.id
         # The service calls no AWS API: its task role has no policy at all.
         self.task_role_arn = aws.iam.Role(
             f"{name}-task-role", assume_role_policy=assume_role_policy("ecs-tasks.amazonaws.com"), tags=tags,

@@ -14,6 +14,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from infra.api_keys import ecs_secret
 from infra.config import ModelService
 from infra.container_env import CONTAINER_PORT, health_path, model_env
 from infra.timeouts import Timeouts
@@ -72,12 +73,15 @@ class EcsServiceArgs:
     health_check_grace_seconds: int
     timeouts: Timeouts
     tags: dict[str, str]
+    # The API keys secret, handed to the container as MLAPI_API_KEYS (infra/api_keys.py); None: no keys.
+    api_keys_secret_arn: pulumi.Input[str] | None = None
 
 
 def container_definitions(
-    service: ModelService, timeouts: Timeouts, image: str, log_group: str, secret_arn: str, region: str
+    service: ModelService, timeouts: Timeouts, image: str, log_group: str, secret_arn: str, region: str,
+    keys_secret_arn: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The one-container task: restricted, health-checked, Redis URL from Secrets Manager."""
+    """The one-container task: restricted, health-checked, Redis URL (and API keys) from Secrets Manager."""
     return [
         {
             "name": "model",
@@ -87,7 +91,8 @@ def container_definitions(
             "readonlyRootFilesystem": True,
             "portMappings": [{"containerPort": CONTAINER_PORT, "protocol": "tcp", "name": "http"}],
             "environment": [{"name": k, "value": v} for k, v in model_env(service, timeouts).items()],
-            "secrets": [{"name": "MLAPI_REDIS_URL", "valueFrom": secret_arn}],
+            "secrets": [{"name": "MLAPI_REDIS_URL", "valueFrom": secret_arn}]
+            + ([ecs_secret(keys_secret_arn)] if keys_secret_arn else []),
             "mountPoints": [{"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}],
             "healthCheck": {
                 "command": health_check_command(service),
@@ -112,6 +117,7 @@ class EcsService(pulumi.ComponentResource):
     """A Fargate service behind its own target group and path rule, scaled between min and max replicas."""
 
     service_name: pulumi.Output[str]
+    target_group_arn_suffix: pulumi.Output[str]
 
     def __init__(self, name: str, args: EcsServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlapi:ecs:EcsService", name, None, opts)
@@ -170,7 +176,9 @@ class EcsService(pulumi.ComponentResource):
         )
         self._scaling(name, args, service, target_group)
         self.service_name = service.name
-        self.register_outputs({"service_name": self.service_name})
+        self.target_group_arn_suffix = target_group.arn_suffix
+        self.register_outputs({"service_name": self.service_name,
+                               "target_group_arn_suffix": self.target_group_arn_suffix})
 
     def _task(self, name: str, args: EcsServiceArgs) -> aws.ecs.TaskDefinition:
         svc = args.service
@@ -188,8 +196,10 @@ class EcsService(pulumi.ComponentResource):
             execution_role_arn=args.execution_role_arn,
             task_role_arn=args.task_role_arn,
             volumes=[aws.ecs.TaskDefinitionVolumeArgs(name="tmp")],
-            container_definitions=pulumi.Output.all(args.image, args.log_group_name, args.redis_secret_arn).apply(
-                lambda v: json.dumps(container_definitions(svc, args.timeouts, v[0], v[1], v[2], args.region))
+            container_definitions=pulumi.Output.all(
+                args.image, args.log_group_name, args.redis_secret_arn, args.api_keys_secret_arn
+            ).apply(
+                lambda v: json.dumps(container_definitions(svc, args.timeouts, v[0], v[1], v[2], args.region, v[3]))
             ),
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self),

@@ -34,6 +34,7 @@ class LoadBalancerArgs:
 class LoadBalancer(pulumi.ComponentResource):
     """An internet-facing ALB; `listener_arn` is where the per-service rules attach."""
 
+    arn: pulumi.Output[str]
     arn_suffix: pulumi.Output[str]
     dns_name: pulumi.Output[str]
     listener_arn: pulumi.Output[str]
@@ -76,6 +77,7 @@ class LoadBalancer(pulumi.ComponentResource):
             opts=child,
         )
         self.listener_arn = self._listeners(name, alb, args).arn
+        self.arn = alb.arn
         self.arn_suffix = alb.arn_suffix
         self.dns_name = alb.dns_name
         self.scheme = "https" if https else "http"

@@ -40,9 +40,8 @@ RESOURCES: dict[str, dict[str, dict[str, str]]] = {
     "grafana-sidecar": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"cpu": "100m", "memory": "128Mi"}},
     "kube-state-metrics": {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"cpu": "200m", "memory": "192Mi"}},
 }
-# Pods each workload runs (Grafana carries two sidecars: dashboards and datasources); the webhook-patch job is
-# short-lived and not counted.
-PODS = {"prometheus": 1, "alertmanager": 1, "operator": 1, "grafana": 1, "kube-state-metrics": 1}
+# The containers of each pod the chart runs, one pod each (Grafana carries two sidecars: dashboards and
+# datasources); the webhook-patch job is short-lived and not counted. infra/capacity.py sums these.
 CONTAINERS_PER_POD = {
     "prometheus": ("prometheus", "config-reloader"),
     "alertmanager": ("alertmanager", "config-reloader"),
@@ -269,12 +268,3 @@ class Monitoring(pulumi.ComponentResource):
         self.register_outputs({"namespace": self.namespace, "grafana_admin_password": self.grafana_admin_password})
 
 
-
-def container_requests() -> list[dict[str, str]]:
-    """The requests of every long-running container the chart starts, one entry per container (capacity checks)."""
-    return [
-        RESOURCES[profile]["requests"]
-        for pod, count in PODS.items()
-        for _ in range(count)
-        for profile in CONTAINERS_PER_POD[pod]
-    ]

@@ -1,4 +1,5 @@
-"""The `platform: eks` wiring: cluster, model workloads, and the Istio mesh that routes to them."""
+"""The `platform: eks` wiring: cluster, model workloads, and the Istio mesh that routes to them; then what
+operates them: the API keys secret and its sync, monitoring, and the gateway's edge policy."""
 
 from __future__ import annotations
 
@@ -6,20 +7,24 @@ from typing import Any
 
 import pulumi
 
+from infra.api_keys import ApiKeysSecret, ApiKeysSecretArgs, ApiKeysSync, ApiKeysSyncArgs
 from infra.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from infra.cache import CacheAccess, CacheAccessArgs
 from infra.capacity import capacity_problems
 from infra.cluster import Cluster, ClusterArgs
-from infra.config import ConfigError, StackConfig
+from infra.config import PROJECT_ROOT, ConfigError, StackConfig
+from infra.container_env import CONTAINER_PORT
+from infra.edge import GatewayEdge, GatewayEdgeArgs
 from infra.foundation import Foundation
 from infra.lb_controller import LoadBalancerController, LoadBalancerControllerArgs
-from infra.mesh import Mesh, MeshArgs, Route
+from infra.mesh import GATEWAY_NAMESPACE, GATEWAY_SELECTOR, Mesh, MeshArgs, Route
+from infra.monitoring import Monitoring, MonitoringArgs, ScrapeTarget
 from infra.observability import Observability, ObservabilityArgs, eks_log_group_names
-from infra.workloads import SERVICE_PORT, Workloads, WorkloadsArgs, WorkloadService
+from infra.workloads import SERVICE_PORT, Workloads, WorkloadsArgs, WorkloadService, labels
 
 # Every Helm release this platform installs; infra/capacity.py holds the requests of each.
 HELM_RELEASES = ["metrics-server", "istio-base", "istiod", "istio-ingressgateway", "cluster-autoscaler",
-                 "aws-load-balancer-controller"]
+                 "aws-load-balancer-controller", "kube-prometheus-stack", "external-secrets"]
 
 
 def check_capacity(cfg: StackConfig) -> None:
@@ -83,6 +88,7 @@ def deploy_eks(cfg: StackConfig, base: Foundation) -> dict[str, Any]:
             timeouts=cfg.timeouts,
             provider=cluster.provider,
             depends_on=cluster.ready,
+            api_keys=True,
         ),
     )
     mesh = Mesh(
@@ -109,4 +115,62 @@ def deploy_eks(cfg: StackConfig, base: Foundation) -> dict[str, Any]:
         },
         "clusterName": cluster.cluster_name,
         "kubeconfig": cluster.kubeconfig,
+        **_operate_eks(cfg, cluster, workloads, mesh),
     }
+
+
+def _operate_eks(cfg: StackConfig, cluster: Cluster, workloads: Workloads, mesh: Mesh) -> dict[str, Any]:
+    """API keys into the pods, Prometheus/Grafana with the mlapi rules and dashboard, `/metrics` kept off the
+    gateway (and its optional rate limit); returns the outputs operators need."""
+    keys = ApiKeysSecret(
+        "api-keys", ApiKeysSecretArgs(secret_name=f"{cfg.prefix}/api-keys", reader_roles=[], tags=cfg.tags())
+    )
+    ApiKeysSync(
+        "api-keys-sync",
+        ApiKeysSyncArgs(
+            eso_chart_version=cfg.operations.external_secrets_version,
+            secret_arn=keys.arn,
+            secret_name=keys.name,
+            region=cfg.region,
+            oidc_provider_arn=cluster.oidc_provider_arn,
+            # The namespace output: waits for the Namespace only, not for the Deployments (which wait for keys).
+            app_namespace=workloads.namespace,
+            provider=cluster.provider,
+            depends_on=cluster.ready,
+            tags=cfg.tags(),
+        ),
+    )
+    targets = [
+        ScrapeTarget(name=svc.name, namespace=workloads.namespace, selector=labels(svc), port="http",
+                     path=f"{svc.path_prefix}/metrics")
+        for svc in cfg.services
+    ]
+    # The gateway chart names Envoy's Prometheus port `http-envoy-prom` (15090).
+    targets.append(ScrapeTarget(name="istio-gateway", namespace=GATEWAY_NAMESPACE, selector=GATEWAY_SELECTOR,
+                                port="http-envoy-prom", path="/stats/prometheus"))
+    monitoring = Monitoring(
+        "monitoring",
+        MonitoringArgs(
+            chart_version=cfg.operations.prometheus_stack_version,
+            alerts_file=PROJECT_ROOT / "monitoring" / "prometheus" / "alerts.yaml",
+            dashboard_file=PROJECT_ROOT / "monitoring" / "grafana" / "mlapi.json",
+            targets=targets,
+            app_namespace=workloads.namespace,
+            app_pod_selector={"app.kubernetes.io/part-of": "mlapi"},
+            app_port=CONTAINER_PORT,
+            provider=cluster.provider,
+            depends_on=cluster.ready,
+        ),
+    )
+    GatewayEdge(
+        "edge",
+        GatewayEdgeArgs(
+            gateway_namespace=GATEWAY_NAMESPACE,
+            gateway_selector=GATEWAY_SELECTOR,
+            path_prefixes=[svc.path_prefix for svc in cfg.services],
+            rate_limit_per_minute=cfg.operations.edge_rate_limit_per_minute,
+            provider=cluster.provider,
+            depends_on=[mesh],
+        ),
+    )
+    return {"apiKeysSecret": keys.name, "grafanaAdminPassword": monitoring.grafana_admin_password}

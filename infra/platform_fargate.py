@@ -1,4 +1,5 @@
-"""The `platform: fargate` wiring: ECS cluster, load balancer, and one ECS service per model service."""
+"""The `platform: fargate` wiring: ECS cluster, load balancer, and one ECS service per model service, with the
+API keys secret they read, the CloudWatch dashboard and alarms, and the ALB's edge rules."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ from typing import Any
 
 import pulumi
 
+from infra.api_keys import ApiKeysSecret, ApiKeysSecretArgs
+from infra.cloudwatch import CloudWatchArgs, CloudWatchMonitoring, ServiceMetrics
 from infra.config import StackConfig
 from infra.container_env import CONTAINER_PORT
 from infra.ecs_cluster import EcsCluster, EcsClusterArgs
 from infra.ecs_service import EcsService, EcsServiceArgs
+from infra.edge import AlbEdge, AlbEdgeArgs
 from infra.foundation import Foundation
 from infra.load_balancer import LoadBalancer, LoadBalancerArgs
 from infra.observability import Observability, ObservabilityArgs, ecs_log_group_names
@@ -49,8 +53,14 @@ def deploy_fargate(cfg: StackConfig, base: Foundation) -> dict[str, Any]:
             tags=tags,
         ),
     )
+    # The execution role reads the keys when a task starts; the value is put by the operator (docs/deploy.md).
+    keys = ApiKeysSecret(
+        "api-keys",
+        ApiKeysSecretArgs(secret_name=f"{cfg.prefix}/api-keys", reader_roles=[ecs.execution_role_id], tags=tags),
+    )
+    services: list[ServiceMetrics] = []
     for index, svc in enumerate(cfg.services):
-        EcsService(
+        service = EcsService(
             f"ecs-{svc.name}",
             EcsServiceArgs(
                 service=svc,
@@ -72,13 +82,30 @@ def deploy_fargate(cfg: StackConfig, base: Foundation) -> dict[str, Any]:
                 health_check_grace_seconds=cfg.fargate.health_check_grace_seconds,
                 timeouts=cfg.timeouts,
                 tags=tags,
+                api_keys_secret_arn=keys.arn,
             ),
             opts=pulumi.ResourceOptions(depends_on=[logs]),
         )
+        services.append(ServiceMetrics(name=svc.name, target_group=service.target_group_arn_suffix,
+                                       ecs_service=service.service_name, max_tasks=svc.max_replicas))
+    CloudWatchMonitoring(
+        "cloudwatch",
+        CloudWatchArgs(dashboard_name=cfg.prefix, region=cfg.region, load_balancer=alb.arn_suffix,
+                       cluster_name=ecs.cluster_name, services=services, alarm_email=cfg.operations.alarm_email,
+                       tags=tags),
+    )
+    AlbEdge(
+        "edge",
+        AlbEdgeArgs(name_prefix=cfg.prefix, load_balancer_arn=alb.arn, listener_arn=alb.listener_arn,
+                    path_prefixes=[svc.path_prefix for svc in cfg.services],
+                    rate_limit_per_minute=cfg.operations.edge_rate_limit_per_minute, tags=tags),
+    )
     return {
         "service_urls": {
             svc.name: pulumi.Output.concat(alb.scheme, "://", alb.dns_name, svc.path_prefix, "/")
             for svc in cfg.services
         },
         "ecsClusterName": ecs.cluster_name,
+        "apiKeysSecret": keys.name,
+        "dashboardName": cfg.prefix,
     }

@@ -56,6 +56,12 @@ METRICS_SERVER_CHART = "3.13.1"  # kubernetes-sigs/metrics-server tag metrics-se
 # Cluster Autoscaler's minor must equal the cluster's (kubernetes/autoscaler cluster-autoscaler README, "Releases").
 CLUSTER_AUTOSCALER_CHART = "9.59.0"  # kubernetes/autoscaler tag cluster-autoscaler-chart-9.59.0
 CLUSTER_AUTOSCALER_IMAGES: dict[str, str] = {"1.35": "v1.35.2", "1.36": "v1.36.1"}
+# kube-prometheus-stack: the newest release whose chart values and CRDs were read (prometheus-community/helm-charts
+# charts/kube-prometheus-stack/Chart.yaml, 2026-08-22); the chart has no support window, only the latest release.
+KUBE_PROMETHEUS_STACK_CHART = "88.5.3"
+# external-secrets supports only its latest minor (docs/introduction/stability-support.md); 2.14.0 is the newest
+# release seen (its release notes); values and CRDs were read at v2.9.0 and are unchanged in shape since.
+EXTERNAL_SECRETS_CHART = "2.14.0"
 AWS_LOAD_BALANCER_CONTROLLER_CHART = "3.5.0"  # kubernetes-sigs/aws-load-balancer-controller v3.5.0 (eks-charts)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from infra import api_keys
 from infra.config import ModelService
 from infra.container_env import CONTAINER_PORT, health_path, model_env
 from infra.mesh import GATEWAY_NAMESPACE
@@ -42,6 +43,8 @@ class WorkloadsArgs:
     timeouts: Timeouts
     provider: k8s.Provider
     depends_on: list[pulumi.Resource]
+    # Mount the synced API keys Secret and point MLAPI_API_KEYS_FILE at it (infra/api_keys.py).
+    api_keys: bool = False
 
 
 def labels(service: ModelService) -> dict[str, str]:
@@ -58,9 +61,10 @@ def container_env(service: ModelService, timeouts: Timeouts, secret_name: pulumi
 
 
 def pod_spec(
-    service: ModelService, timeouts: Timeouts, image: pulumi.Input[str], secret_name: pulumi.Input[str]
+    service: ModelService, timeouts: Timeouts, image: pulumi.Input[str], secret_name: pulumi.Input[str],
+    keys: bool = False,
 ) -> dict[str, Any]:
-    """Restricted, probed, zone-spread pod for one model service."""
+    """Restricted, probed, zone-spread pod for one model service; with `keys`, the API keys file mounted."""
     health = {"httpGet": {"path": health_path(service), "port": "http"}}
     resources = {"cpu": f"{service.cpu_millicores}m", "memory": f"{service.memory_mib}Mi"}
     return {
@@ -89,7 +93,7 @@ def pod_spec(
                 "image": image,
                 "imagePullPolicy": "IfNotPresent",
                 "ports": [{"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
-                "env": container_env(service, timeouts, secret_name),
+                "env": container_env(service, timeouts, secret_name) + ([api_keys.container_env()] if keys else []),
                 # Requests equal limits: the model's memory is resident, and threads are sized to the CPU limit.
                 "resources": {"requests": resources, "limits": resources},
                 # Loading the model can take minutes on a cold node; startup allows 5 min before liveness counts.
@@ -107,10 +111,10 @@ def pod_spec(
                     "capabilities": {"drop": ["ALL"]},
                     "seccompProfile": {"type": "RuntimeDefault"},
                 },
-                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}] + ([api_keys.container_mount()] if keys else []),
             }
         ],
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "512Mi"}}],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "512Mi"}}] + ([api_keys.pod_volume()] if keys else []),
     }
 
 
@@ -124,6 +128,7 @@ class Workloads(pulumi.ComponentResource):
         super().__init__("mlapi:workloads:Workloads", name, None, opts)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=args.depends_on)
         self._timeouts = args.timeouts
+        self._api_keys = args.api_keys
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata={
@@ -169,7 +174,7 @@ class Workloads(pulumi.ComponentResource):
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
                 "template": {
                     "metadata": {"labels": labels(svc)},
-                    "spec": pod_spec(svc, self._timeouts, item.image, secret.metadata["name"]),
+                    "spec": pod_spec(svc, self._timeouts, item.image, secret.metadata["name"], self._api_keys),
                 },
             },
             opts=k8s_opts,

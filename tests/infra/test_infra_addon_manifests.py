@@ -20,7 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from component_harness import declare, manifest, provider
-from conftest import stack_config
+from infra_program import stack_config
 from test_infra_api_keys import OIDC
 from test_infra_monitoring import ALERTS, DASHBOARD, TARGETS
 

@@ -57,20 +57,19 @@ def test_dev_stack_fits_at_min_and_at_max_with_headroom(dev_raw: dict[str, Any])
     assert capacity.capacity_problems(cfg.cluster, cfg.services, HELM_RELEASES) == []
 
 
-def test_room_left_at_min_for_a_monitoring_stack(dev_raw: dict[str, Any]) -> None:
-    # Prometheus, Grafana, the operator, kube-state-metrics and a node-exporter DaemonSet will be added.
-    cfg = _cfg(dev_raw)
-    monitoring = (
-        capacity.PodRequests("prometheus", "deployment", 500, 2048),
-        capacity.PodRequests("grafana", "deployment", 100, 256),
-        capacity.PodRequests("prometheus-operator", "deployment", 100, 128),
-        capacity.PodRequests("kube-state-metrics", "deployment", 100, 128),
-        capacity.PodRequests("node-exporter", "daemonset", 100, 64),
-    )
-    shape = capacity.NODE_SHAPES[cfg.cluster.instance_type]
-    pods = (*capacity.cluster_requests(cfg.services, HELM_RELEASES), *monitoring)
-    assert capacity.load(pods, shape, cfg.cluster.min_nodes, "min").fits
-    assert capacity.load(pods, shape, cfg.cluster.max_nodes, "max", surge=cfg.services).fits
+def test_monitoring_and_secret_sync_requests_are_counted(dev: ProgramRun) -> None:
+    releases = _releases(dev)
+    stack = {p.name: p for p in capacity.RELEASE_REQUESTS["kube-prometheus-stack"]}
+    assert set(stack) == {"prometheus", "alertmanager", "operator", "grafana", "kube-state-metrics"}
+    # Prometheus plus its config reloader, as the release values set them.
+    spec = releases["kube-prometheus-stack"]["values"]["prometheus"]["prometheusSpec"]
+    assert spec["resources"]["requests"] == {"cpu": "200m", "memory": "768Mi"}
+    assert (stack["prometheus"].cpu_millicores, stack["prometheus"].memory_mib) == (210, 800)
+    eso = releases["external-secrets"]["values"]
+    counted = {p.name: (p.cpu_millicores, p.memory_mib) for p in capacity.RELEASE_REQUESTS["external-secrets"]}
+    assert counted["external-secrets-controller"] == (
+        capacity._millicores(eso["resources"]["requests"]["cpu"]),
+        capacity._mebibytes(eso["resources"]["requests"]["memory"]))
 
 
 def test_the_old_two_large_nodes_cannot_hold_the_minimum(dev_raw: dict[str, Any]) -> None:
@@ -113,8 +112,8 @@ def test_capacity_is_refused_before_anything_is_declared() -> None:
 
 
 def test_unknown_release_has_no_silent_zero() -> None:
-    with pytest.raises(KeyError, match="kube-prometheus-stack"):
-        capacity.cluster_requests((), ["kube-prometheus-stack"])
+    with pytest.raises(KeyError, match="not-a-release"):
+        capacity.cluster_requests((), ["not-a-release"])
 
 
 def test_cluster_autoscaler_scales_this_clusters_node_group_through_pod_identity(dev: ProgramRun) -> None:

@@ -17,6 +17,9 @@ UNTAGGABLE = {
     "aws:appautoscaling/policy:Policy",
     "aws:secretsmanager/secretVersion:SecretVersion",
     "aws:eks/accessPolicyAssociation:AccessPolicyAssociation",
+    "aws:cloudwatch/dashboard:Dashboard",
+    "aws:sns/topicSubscription:TopicSubscription",
+    "aws:wafv2/webAclAssociation:WebAclAssociation",
 }
 EXPECTED_TAGS = {"stack": "dev", "service": "mlapi", "managed-by": "pulumi"}
 
@@ -34,7 +37,8 @@ def test_declare_components_with_mlapi_tokens_and_role_names(dev: ProgramRun) ->
         "mlapi:cache:CacheAccess", "mlapi:observability:Observability", "mlapi:cluster:Cluster",
         "mlapi:access:AccessEntries", "mlapi:podidentity:PodIdentityRole", "mlapi:autoscaler:ClusterAutoscaler",
         "mlapi:lbcontroller:LoadBalancerController",
-        "mlapi:workloads:Workloads", "mlapi:mesh:Mesh",
+        "mlapi:workloads:Workloads", "mlapi:mesh:Mesh", "mlapi:api_keys:ApiKeysSecret", "mlapi:api_keys:ApiKeysSync",
+        "mlapi:monitoring:Monitoring", "mlapi:edge:GatewayEdge",
     }
     components = {r.name for r in dev.resources if r.typ.startswith("mlapi:")}
     for res in dev.resources:
@@ -113,7 +117,7 @@ def test_declare_no_default_kubernetes_provider(dev: ProgramRun) -> None:
 def test_declare_metrics_server_and_istio_releases_pinned(dev: ProgramRun) -> None:
     releases = {r.inputs["name"]: r.inputs for r in dev.of_type("kubernetes:helm.sh/v3:Release")}
     assert set(releases) == {"metrics-server", "istio-base", "istiod", "istio-ingressgateway", "cluster-autoscaler",
-                             "aws-load-balancer-controller"}
+                             "aws-load-balancer-controller", "external-secrets", "kube-prometheus-stack"}
     assert releases["metrics-server"]["version"] == "3.13.1"
     for name in ("istio-base", "istiod", "istio-ingressgateway"):
         assert releases[name]["version"] == "1.31.1"
@@ -141,7 +145,7 @@ def test_declare_redis_encrypted_with_write_only_auth_and_failover(dev: ProgramR
     assert is_secret(redis["authTokenWo"]) and plain(redis["authTokenWo"]) == AUTH_TOKEN
     assert redis["automaticFailoverEnabled"] is True and redis["multiAzEnabled"] is True
     assert plain(redis["numCacheClusters"]) == 2
-    password = dev.one("random:index/randomPassword:RandomPassword").inputs
+    password = dev.one("random:index/randomPassword:RandomPassword", "cache-auth-token").inputs
     assert password["overrideSpecial"] == "!&#$^<>-"
 
 
@@ -154,7 +158,7 @@ def test_declare_redis_ingress_only_from_nodes_on_6379(dev: ProgramRun) -> None:
 
 
 def test_deliver_redis_url_through_secret_only(dev: ProgramRun) -> None:
-    secret = dev.one("kubernetes:core/v1:Secret").inputs
+    secret = dev.one("kubernetes:core/v1:Secret", "workloads-redis").inputs
     assert is_secret(secret["stringData"])
     assert plain(secret["stringData"])["redis-url"].startswith("rediss://:")
     for dep in dev.of_type("kubernetes:apps/v1:Deployment"):

@@ -30,12 +30,14 @@ def test_outputs_the_doc_reads_are_exported(stack: str, request: pytest.FixtureR
     read = set(re.findall(r"pulumi stack output (\w+)", DOC))
     assert "service_urls" in read
     exported = set(run.outputs)
-    platform_only = {"kubeconfig", "clusterName"} if stack == "fargate" else set()
+    platform_only = ({"kubeconfig", "clusterName", "grafanaAdminPassword"} if stack == "fargate"
+                     else {"ecsClusterName", "dashboardName"})
     assert read - platform_only <= exported
 
 
 def test_doc_names_the_pinned_versions() -> None:
     for pin in (versions.KUBERNETES_VERSION, versions.ISTIO_VERSION, versions.METRICS_SERVER_CHART,
-                versions.CLUSTER_AUTOSCALER_CHART, versions.AWS_LOAD_BALANCER_CONTROLLER_CHART):
+                versions.CLUSTER_AUTOSCALER_CHART, versions.AWS_LOAD_BALANCER_CONTROLLER_CHART,
+                versions.KUBE_PROMETHEUS_STACK_CHART, versions.EXTERNAL_SECRETS_CHART):
         assert pin in DOC, pin
     assert versions.EKS_STANDARD_SUPPORT_ENDS[versions.KUBERNETES_VERSION].isoformat() in DOC

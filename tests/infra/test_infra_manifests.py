@@ -17,8 +17,9 @@ import pytest
 import yaml
 from infra_mocks import plain
 from infra_program import ProgramRun
+from test_infra_addon_manifests import CUSTOM_KINDS, validate_spec
 
-CRD_KINDS = {"Gateway", "VirtualService"}
+CRD_KINDS = {"Gateway", "VirtualService", *CUSTOM_KINDS}
 # Every skipped check and why it does not apply; anything else failing fails the test.
 CHECKOV_SKIPS = {
     "CKV_K8S_35": "the service reads MLAPI_REDIS_URL from its environment; the value comes from a Secret by "
@@ -62,8 +63,18 @@ def checkov_report(manifest_dir: Path, tool) -> dict[str, Any]:  # type: ignore[
 
 def test_render_every_kind_the_stack_needs(manifests: dict[str, dict[str, Any]]) -> None:
     kinds = sorted({m["kind"] for m in manifests.values()})
-    assert kinds == ["Deployment", "Gateway", "HorizontalPodAutoscaler", "Namespace", "NetworkPolicy",
-                     "PodDisruptionBudget", "Secret", "Service", "VirtualService"]
+    assert kinds == ["AuthorizationPolicy", "ConfigMap", "Deployment", "ExternalSecret", "Gateway",
+                     "HorizontalPodAutoscaler", "Namespace", "NetworkPolicy", "PodDisruptionBudget", "PodMonitor",
+                     "PrometheusRule", "Secret", "SecretStore", "Service", "ServiceAccount", "VirtualService"]
+
+
+def test_validate_custom_kinds_against_their_crd_schema(manifests: dict[str, dict[str, Any]]) -> None:
+    checked = {obj["kind"] for obj in manifests.values() if obj["kind"] in CUSTOM_KINDS}
+    for obj in manifests.values():
+        if obj["kind"] in CUSTOM_KINDS:
+            validate_spec(obj)
+    # EnvoyFilter only with mlapi:edgeRateLimit; the rest are always there.
+    assert checked == CUSTOM_KINDS - {"EnvoyFilter"}
 
 
 def test_validate_manifests_against_pinned_kubernetes_version(dev: ProgramRun,
