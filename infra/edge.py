@@ -2,9 +2,10 @@
 
 `/metrics` (and `<prefix>/metrics`, where each service serves it) is for Prometheus inside the cluster or VPC
 only. EKS: an Istio AuthorizationPolicy on the ingress gateway denies those paths (403) while Prometheus scrapes
-the pods directly, never through the gateway. Fargate: an ALB listener rule, ahead of the service rules, answers
-a fixed 404. The paths are matched as the edge sees them, so a percent-encoded variant of the path is not caught
-here; the model service is the last line (see docs/deploy.md).
+the pods directly, never through the gateway; Istio normalizes the path before matching (its default `BASE`
+normalization, RFC 3986). Fargate: an ALB listener rule, ahead of the service rules, answers a fixed 404. ALB path
+patterns see the path as sent, so a percent-encoded spelling (`/project/%6Detrics`) passes them; when the WAF is
+on it also refuses any path that decodes to one containing `/metrics`.
 
 The optional rate limits (`mlapi:edgeRateLimit`, off by default) are a coarse ceiling in front of the per-key
 limits of the service: on EKS Envoy's local rate limit on each gateway replica (one token bucket per Envoy,
@@ -192,14 +193,19 @@ class AlbEdge(pulumi.ComponentResource):
             description="Per-client-IP request ceiling in front of the mlapi services",
             scope="REGIONAL",
             default_action=aws.wafv2.WebAclDefaultActionArgs(allow=aws.wafv2.WebAclDefaultActionAllowArgs()),
-            custom_response_bodies=[aws.wafv2.WebAclCustomResponseBodyArgs(
-                key="too-many-requests",
-                content='{"detail":"Too Many Requests","error":"Too Many Requests","error_type":"rate_limited"}',
-                content_type="APPLICATION_JSON",
-            )],
-            rules=[aws.wafv2.WebAclRuleArgs(
+            custom_response_bodies=[
+                aws.wafv2.WebAclCustomResponseBodyArgs(
+                    key="too-many-requests",
+                    content='{"detail":"Too Many Requests","error":"Too Many Requests","error_type":"rate_limited"}',
+                    content_type="APPLICATION_JSON",
+                ),
+                aws.wafv2.WebAclCustomResponseBodyArgs(
+                    key="not-found", content=NOT_FOUND_BODY, content_type="APPLICATION_JSON"
+                ),
+            ],
+            rules=[_decoded_metrics_rule(args.name_prefix), aws.wafv2.WebAclRuleArgs(
                 name="per-ip-rate",
-                priority=0,
+                priority=1,
                 action=aws.wafv2.WebAclRuleActionArgs(block=aws.wafv2.WebAclRuleActionBlockArgs(
                     custom_response=aws.wafv2.WebAclRuleActionBlockCustomResponseArgs(
                         response_code=429,
@@ -225,3 +231,37 @@ class AlbEdge(pulumi.ComponentResource):
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self),
         )
+
+
+def _decoded_metrics_rule(name_prefix: str) -> aws.wafv2.WebAclRuleArgs:
+    """WAF rule: 404 for any path that, URL-decoded and lower-cased, contains `/metrics`.
+
+    The ALB's path patterns match the path as sent, and cannot even name `%`, so `/project/%6Detrics` passes the
+    listener rule while the service decodes it to its metrics route; WAF decodes before matching.
+    """
+    return aws.wafv2.WebAclRuleArgs(
+        name="metrics-decoded",
+        priority=0,
+        action=aws.wafv2.WebAclRuleActionArgs(block=aws.wafv2.WebAclRuleActionBlockArgs(
+            custom_response=aws.wafv2.WebAclRuleActionBlockCustomResponseArgs(
+                response_code=404, custom_response_body_key="not-found"
+            )
+        )),
+        statement=aws.wafv2.WebAclRuleStatementArgs(
+            byte_match_statement=aws.wafv2.WebAclRuleStatementByteMatchStatementArgs(
+                positional_constraint="CONTAINS",
+                search_string=METRICS_PATH,
+                field_to_match=aws.wafv2.WebAclRuleStatementByteMatchStatementFieldToMatchArgs(
+                    uri_path=aws.wafv2.WebAclRuleStatementByteMatchStatementFieldToMatchUriPathArgs()
+                ),
+                text_transformations=[
+                    aws.wafv2.WebAclRuleStatementByteMatchStatementTextTransformationArgs(priority=i, type=kind)
+                    for i, kind in enumerate(("URL_DECODE", "LOWERCASE"))
+                ],
+            )
+        ),
+        visibility_config=aws.wafv2.WebAclRuleVisibilityConfigArgs(
+            cloudwatch_metrics_enabled=True, metric_name=f"{name_prefix}-metrics-decoded",
+            sampled_requests_enabled=True,
+        ),
+    )

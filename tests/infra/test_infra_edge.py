@@ -102,10 +102,23 @@ def test_waf_rate_rule_per_ip_associated_with_the_alb() -> None:
     acl = plain(res["edge-waf"].inputs)
     assert acl["scope"] == "REGIONAL"
     assert acl["defaultAction"] == {"allow": {}}
-    [rule] = acl["rules"]
+    rules = {r["name"]: r for r in acl["rules"]}
+    rule = rules["per-ip-rate"]
     rate = rule["statement"]["rateBasedStatement"]
     assert (rate["limit"], rate["aggregateKeyType"], rate["evaluationWindowSec"]) == (2000, "IP", 60)
     assert rule["action"]["block"]["customResponse"]["responseCode"] == 429
     association = plain(res["edge-waf-association"].inputs)
     assert association["resourceArn"] == LB_ARN
     assert association["webAclArn"].endswith(":edge-waf")
+
+
+def test_waf_refuses_percent_encoded_metrics_paths() -> None:
+    acl = plain(alb(2000)["edge-waf"].inputs)
+    rules = sorted(acl["rules"], key=lambda r: r["priority"])
+    assert [r["name"] for r in rules] == ["metrics-decoded", "per-ip-rate"]
+    match = rules[0]["statement"]["byteMatchStatement"]
+    assert (match["searchString"], match["positionalConstraint"]) == ("/metrics", "CONTAINS")
+    assert "uriPath" in match["fieldToMatch"]
+    assert [t["type"] for t in sorted(match["textTransformations"], key=lambda t: t["priority"])] == [
+        "URL_DECODE", "LOWERCASE"]
+    assert rules[0]["action"]["block"]["customResponse"]["responseCode"] == 404
