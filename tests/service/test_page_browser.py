@@ -83,15 +83,19 @@ class Server:
     base: str
     log: Path
 
-    def wait_ready(self, deadline: float) -> None:
+    def wait_ready(self, deadline: float, status: int = 200) -> None:
+        """Until /health answers `status` (503 for a server whose model failed to load)."""
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"mlapi serve exited: {self.log.read_text()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{self.base}/health", timeout=2) as response:
-                    if response.status == 200:
+                    if response.status == status:
                         return
-            except (urllib.error.URLError, OSError):
+            except urllib.error.HTTPError as error:
+                if error.code == status and b'"failed"' in error.read():
+                    return
+            except OSError:
                 pass
             time.sleep(0.2)
         raise AssertionError(f"{self.base} never became ready: {self.log.read_text()[-2000:]}")
@@ -130,14 +134,19 @@ def servers(
     tie_dir = root / "tie"
     manifest = bake(str(source), tie_dir)
     assert manifest.default_precision == "int8", manifest.quantization.reason
+    # The same model with its int8 graph overwritten: the server starts, the load fails, every answer is a 503.
+    broken_dir = root / "broken"
+    shutil.copytree(tie_dir, broken_dir)
+    (broken_dir / str(manifest.onnx_int8)).write_bytes(b"not an ONNX graph")
     started = {
         "tie": _start(tie_dir, free_port(), root / "tie.log", MLAPI_MAX_CHARS=str(MAX_CHARS)),
         "minilm": _start(minilm_dir, free_port(), root / "minilm.log", MLAPI_PATH_PREFIX="/project"),
+        "broken": _start(broken_dir, free_port(), root / "broken.log"),
     }
     try:
         deadline = time.monotonic() + 180
-        for server in started.values():
-            server.wait_ready(deadline)
+        for name, server in started.items():
+            server.wait_ready(deadline, 503 if name == "broken" else 200)
         yield started
     finally:
         for server in started.values():
@@ -312,3 +321,18 @@ def test_api_key_is_kept_for_the_tab_and_sent_as_x_api_key(servers, open_page) -
     page.wait_for_selector("body[data-idle]")
     assert page.get_by_label("API key").input_value() == "key-for-this-tab"
     assert watched.errors == []
+
+
+def test_server_that_cannot_answer_is_explained_in_words(servers, open_page) -> None:
+    watched = open_page(f"{servers['broken'].base}/")
+    page = watched.page
+    assert page.locator('[data-fact="status"]').inner_text() == "failed"
+    expect(page.get_by_role("alert")).to_contain_text("health: 503 Service unavailable — ")
+    page.get_by_label("Texts, one per line").fill("hello")
+    page.get_by_label("Texts, one per line").press("Enter")
+    # Without /health's list of backends the page asks the server's default one.
+    error = page.locator('.backend[data-backend="default"] [data-role="error"]')
+    expect(error).to_contain_text("503 Service unavailable — ")
+    assert "model.int8.onnx" in error.inner_text() or "ONNX" in error.inner_text(), error.inner_text()
+    assert len(watched.errors) == 2, watched.errors
+    assert all("status of 503" in e for e in watched.errors), watched.errors

@@ -21,7 +21,9 @@
   };
 
   const $ = (selector) => document.querySelector(selector);
-  const state = { backends: [], task: null, precision: {}, history: [], busy: false };
+  // "" stands for the server's default backend until /health names the loaded ones (it may be refused or down).
+  const state = { backends: [""], task: null, precision: {}, history: [], busy: false };
+  const shown = (backend) => backend || "default";
 
   function el(tag, attrs = {}, ...children) {
     const node = document.createElement(tag);
@@ -145,7 +147,9 @@
         await new Promise((resolve) => setTimeout(resolve, 1000));
         return loadHealth();
       }
-      showErrors([`health: ${result.message}`]);
+      // A model that failed to load says why in /health's model.error.
+      const message = model.error ? describeError(result.status, { error: model.error }) : result.message;
+      showErrors([`health: ${message}`]);
       return false;
     }
     state.backends = data.backends && data.backends.length ? data.backends : ["onnx"];
@@ -178,8 +182,8 @@
     const precision = state.precision[backend];
     const card = el(
       "article",
-      { class: "backend", "data-backend": backend },
-      el("h2", {}, backend, precision ? el("span", { class: "precision", text: precision }) : null),
+      { class: "backend", "data-backend": shown(backend) },
+      el("h2", {}, shown(backend), precision ? el("span", { class: "precision", text: precision }) : null),
     );
     if (!result.ok) {
       card.append(el("p", { class: "card-error", "data-role": "error", text: result.message }));
@@ -220,7 +224,7 @@
       return;
     }
     const details = differing.map(
-      (row) => `“${row.text}”: ${backends.map((b) => `${b} says ${row[b].label} (${pct(row[b].score)})`).join(", ")}`,
+      (row) => `“${row.text}”: ${backends.map((b) => `${shown(b)} says ${row[b].label} (${pct(row[b].score)})`).join(", ")}`,
     );
     note.textContent =
       `The backends disagree on ${differing.length} of ${rows.length} text${rows.length === 1 ? "" : "s"}. ` +
@@ -232,7 +236,7 @@
   function renderHistoryHead() {
     const row = $("#history thead tr");
     row.replaceChildren(el("th", { scope: "col", text: "Text" }));
-    for (const b of state.backends) row.append(el("th", { scope: "col", text: b }));
+    for (const b of state.backends) row.append(el("th", { scope: "col", text: shown(b) }));
   }
 
   function addHistory(rows, timings) {
@@ -250,7 +254,7 @@
           ...state.backends.map((b) =>
             el(
               "td",
-              { "data-backend": b },
+              { "data-backend": shown(b) },
               entry[b]
                 ? el(
                     "span",
@@ -277,7 +281,8 @@
     const results = {};
     try {
       for (const backend of state.backends) {
-        results[backend] = await call("POST", `${path}?backend=${encodeURIComponent(backend)}`, body);
+        const url = backend ? `${path}?backend=${encodeURIComponent(backend)}` : path;
+        results[backend] = await call("POST", url, body);
       }
     } finally {
       state.busy = false;
@@ -287,7 +292,7 @@
     // One line per distinct error, naming the backends that gave it.
     const failed = new Map();
     for (const b of state.backends.filter((name) => !results[name].ok)) {
-      failed.set(results[b].message, [...(failed.get(results[b].message) || []), b]);
+      failed.set(results[b].message, [...(failed.get(results[b].message) || []), shown(b)]);
     }
     showErrors([...failed].map(([message, names]) => `${names.join(", ")}: ${message}`));
     render(results);
