@@ -4,6 +4,7 @@ SLO thresholds, and the optional SNS topic."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -169,3 +170,43 @@ def test_email_creates_encrypted_topic_every_alarm_notifies(notifying: list[Reco
     assert len(found) == 7 * len(SERVICES)
     for alarm in found.values():
         assert len(alarm["alarmActions"]) == 1 and alarm["alarmActions"] == alarm["okActions"]
+
+
+def _alert(name: str) -> dict[str, Any]:
+    import yaml
+    from infra_program import REPO
+
+    groups = yaml.safe_load((REPO / "monitoring" / "prometheus" / "alerts.yaml").read_text())["groups"]
+    return next(r for g in groups for r in g["rules"] if r.get("alert") == name)
+
+
+def _threshold(expr: str) -> float:
+    return float(re.findall(r"(?:>|>=)\s*([0-9.]+)\s*$", expr.strip())[0])
+
+
+def _minutes(duration: str) -> int:
+    assert duration.endswith("m"), duration
+    return int(duration[:-1])
+
+
+def test_alarms_hold_the_same_slos_as_the_prometheus_rules(quiet: list[Recorded]) -> None:
+    found = alarms(quiet)["cloudwatch-sentiment-error-rate"]
+    errors = _alert("MlapiHighErrorRate")
+    assert _threshold(errors["expr"]) * 100 == ERROR_RATE_PERCENT
+    assert found["evaluationPeriods"] * found["metricQueries"][0]["metric"]["period"] == _minutes(errors["for"]) * 60
+    latency = _alert("MlapiLatencyP99OverSLO")
+    p99 = alarms(quiet)["cloudwatch-sentiment-latency-p99"]
+    assert _threshold(latency["expr"]) == LATENCY_P99_SECONDS
+    assert p99["evaluationPeriods"] * p99["period"] == _minutes(latency["for"]) * 60
+    for alarm, rule in (("unhealthy", "MlapiPodsNotReady"), ("at-max", "MlapiHpaAtMax")):
+        declared = alarms(quiet)[f"cloudwatch-sentiment-{alarm}"]
+        assert declared["evaluationPeriods"] * declared["period"] == _minutes(_alert(rule)["for"]) * 60
+
+
+def test_alarm_runbook_links_name_sections_of_operations_doc(quiet: list[Recorded]) -> None:
+    from infra_program import REPO
+
+    headings = {h.lower() for h in re.findall(r"^### (\w+)", (REPO / "docs" / "operations.md").read_text(), re.M)}
+    linked = {a for alarm in alarms(quiet).values()
+              for a in re.findall(r"docs/operations\.md#(\w+)", alarm.get("alarmDescription", ""))}
+    assert linked and linked <= headings
