@@ -3,12 +3,13 @@
 // at the baseline) until p95 latency and the error rate are back to their baseline and stay there.
 //
 // Traffic is the seeds' profile (95% one repeated batch, 5% new texts). Time is cut into windows of WINDOW_S
-// seconds; each window's p95 and error rate are compared with the baseline phase's (its median window p95 times
-// TOLERANCE, its error rate plus one point).
+// seconds; a window is back to baseline when its p95 is at most TOLERANCE times the worst baseline window's p95
+// and its error rate at most the worst baseline window's plus one point. (The worst, not the median: at the
+// seeds' graded pace a window holds a few dozen requests, and its p95 is nearly its slowest request.)
 //
 // Env: BASE_URL (default http://127.0.0.1:8000), VUS (baseline users, default 10; the peak is 4x), BASELINE
 // (default 30s), RAMP (default 10s, each way), HOLD (at the peak, default 0s), RECOVERY (default 30s), WINDOW_S
-// (default 2), TOLERANCE (default 1.5), THINK_S (seconds between a user's requests, default 0), RUN_SALT,
+// (default 2), TOLERANCE (default 1.2), THINK_S (seconds between a user's requests, default 0), RUN_SALT,
 // SUMMARY_JSON (also write the report there as JSON).
 // HTML report: K6_WEB_DASHBOARD=true K6_WEB_DASHBOARD_EXPORT=load/results/spike.html k6 run load/spike.js
 // (add K6_WEB_DASHBOARD_PORT=-1 where nobody opens the live dashboard, e.g. CI).
@@ -24,7 +25,7 @@ const VUS = Number(__ENV.VUS || 10);
 const PEAK = 4 * VUS;
 const THINK_S = Number(__ENV.THINK_S || 0);
 const WINDOW_S = Number(__ENV.WINDOW_S || 2);
-const TOLERANCE = Number(__ENV.TOLERANCE || 1.5);
+const TOLERANCE = Number(__ENV.TOLERANCE || 1.2);
 const FIXED_BATCH = ['I love you!', 'I hate you!', 'I am a Kubernetes Cluster!'];
 
 function seconds(value, fallback) {
@@ -109,9 +110,8 @@ export default function () {
   }
 }
 
-function median(values) {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted.length ? sorted[Math.floor((sorted.length - 1) / 2)] : null;
+function worst(values) {
+  return values.length ? Math.max(...values) : null;
 }
 
 function windowStats(data) {
@@ -132,8 +132,8 @@ export function spikeReport(data) {
   const windows = windowStats(data);
   // The first window warms up connections; baseline windows end where the spike starts.
   const baseline = windows.filter((w) => w.window > 0 && w.start_s + WINDOW_S <= SPIKE_START_S);
-  const baseP95 = median(baseline.map((w) => w.p95_ms));
-  const baseErrors = baseline.length ? baseline.reduce((sum, w) => sum + w.error_rate, 0) / baseline.length : null;
+  const baseP95 = worst(baseline.map((w) => w.p95_ms));
+  const baseErrors = worst(baseline.map((w) => w.error_rate));
   const healthy = (w) => baseP95 !== null && w.p95_ms <= baseP95 * TOLERANCE && w.error_rate <= baseErrors + 0.01;
   // Windows after the spike, without a last partial one (a few requests while k6 stops).
   const after = windows.filter((w) => w.start_s + WINDOW_S > SPIKE_END_S && w.start_s + WINDOW_S <= TOTAL_S);
@@ -168,7 +168,7 @@ export function handleSummary(data) {
   const lines = [
     `spike ${report.baseline_users} -> ${report.peak_users} users: ${report.requests} requests`,
     `503s: ${report.shed_503.baseline} before, ${report.shed_503.spike} during, ${report.shed_503.recovery} after the spike`,
-    `baseline p95 ${fmt(report.baseline_p95_ms, 1)} ms, errors ${fmt(report.baseline_error_rate === null ? null : 100 * report.baseline_error_rate, 2)}%`,
+    `baseline (worst window) p95 ${fmt(report.baseline_p95_ms, 1)} ms, errors ${fmt(report.baseline_error_rate === null ? null : 100 * report.baseline_error_rate, 2)}%`,
     `recovery: ${report.recovery_s === null ? 'not back to baseline by the end of the run' : `${report.recovery_s} s after the spike ended`}`,
   ];
   const out = { stdout: `${lines.join('\n')}\n` };

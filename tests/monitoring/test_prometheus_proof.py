@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -29,8 +30,12 @@ from monitoring_files import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests"))
-from conftest import free_port  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _k6() -> str:
@@ -54,7 +59,7 @@ class Prometheus:
             "scrape_configs": [{"job_name": "mlapi", "static_configs": [{"targets": [target]}]}],
         }
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.url = f"http://127.0.0.1:{free_port()}"
+        self.url = f"http://127.0.0.1:{_free_port()}"
         self._log = (workdir / "prometheus.log").open("wb")
         self.process = subprocess.Popen(
             [binary, f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
