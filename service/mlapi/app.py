@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from . import __version__
 from .cache import Cache, MemoryCache, NullCache, RedisCache, TieredCache
+from .deadline import DeadlineMiddleware
 from .errors import install_error_handlers
 from .layout import include_routes
 from .metrics import Metrics
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            app.state.draining = True
             await loading
             await predictor.close()
             await cache.close()
@@ -75,12 +77,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_oauth2_redirect_url=f"{prefix}/docs/oauth2-redirect",
     )
     app.state.settings = settings
+    app.state.draining = False  # set on SIGTERM (server.py) and at shutdown: /health answers 503 from then on
     app.state.metrics = metrics
     install_error_handlers(app)
     include_routes(app, lambda at: build_router(settings, at), prefix)
     app.include_router(build_page_router(prefix))
     app.add_middleware(JsonByDefaultMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(DeadlineMiddleware, seconds=settings.request_timeout_seconds, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestStatsMiddleware)
     return app

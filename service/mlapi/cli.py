@@ -46,18 +46,10 @@ def _serve(args: argparse.Namespace) -> int:
               f"run `mlapi bake --out {settings.model_dir}` first", file=sys.stderr)
         return 2
 
-    import uvicorn
-
     from .app import create_app
+    from .server import serve
 
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=20,
-        access_log=False,
-    )
+    serve(create_app(settings), settings)
     return 0
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .errors import error_body
 from .metrics import Metrics
 from .predictor import Predictor
 from .request_stats import RESPONSE_HEADERS
@@ -52,6 +53,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 # Every answer of /predict and /query: the errors, and a 200 with the request's cache results and server time.
 _OK: dict[int | str, dict[str, Any]] = {**_ERRORS, 200: {"headers": RESPONSE_HEADERS}}
 
+_NOT_READY = {
+    "draining": "the server is shutting down",
+    "failed": "the model failed to load; see the server log",
+    "loading": "the model is still loading",
+}
+
 # Names the seeds' course terms gave the predict route; each answers exactly as /predict does.
 PREDICT_ALIASES = ("/bulk-predict", "/project-predict")
 
@@ -84,13 +91,16 @@ def build_router(settings: Settings, prefix: str = "") -> APIRouter:
         label, scores = await predictor.query(request.sentence, request.labels, backend)
         return QueryResponse.model_validate({"label": label, "scores": scores})
 
-    @router.get("/health", responses={503: {"model": HealthResponse, "description": "Not ready"}})
+    @router.get("/health", responses={503: {"model": HealthResponse, "description": "Loading, failed or draining"}})
     async def health(request: Request, predictor: PredictorDep) -> HealthResponse:
         cache = request.app.state.cache.status()
-        if not predictor.ready:
-            status = "failed" if predictor.error else "loading"
-            body = HealthResponse(status=status, model=predictor.status(), cache=cache)
-            return JSONResponse(body.model_dump(), status_code=503)  # type: ignore[return-value]
+        draining = request.app.state.draining
+        if draining or not predictor.ready:
+            # Draining (after SIGTERM) reads as not ready, so traffic moves away while requests in flight finish.
+            status = "draining" if draining else "failed" if predictor.error else "loading"
+            body = HealthResponse(status=status, model=predictor.status(), cache=cache).model_dump()
+            body.update(error_body(_NOT_READY[status], "unhealthy"))
+            return JSONResponse(body, status_code=503)  # type: ignore[return-value]
         return HealthResponse(
             status="healthy" if cache.get("healthy", True) else "degraded",
             model=predictor.status(),

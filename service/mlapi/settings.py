@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(32, ge=1, le=4096)
     batch_max_tokens: int = Field(8192, ge=16)
     batch_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)
+    request_timeout_seconds: float = Field(30.0, gt=0.0, le=3600.0)
+    drain_seconds: float = Field(0.0, ge=0.0, le=300.0)
 
     @field_validator("path_prefix")
     @classmethod

@@ -1,0 +1,64 @@
+"""uvicorn, run so that stopping the server never cuts a request off.
+
+On SIGTERM the app is marked draining (`/health` answers 503, so readiness drops), the listener stays open for
+`MLAPI_DRAIN_SECONDS` (load balancers that still route here during deregistration get answers, not refusals), then
+uvicorn's graceful shutdown waits for requests in flight. That wait is `MLAPI_REQUEST_TIMEOUT_SECONDS` plus a
+margin, so every request has answered (or timed out with a JSON 503) before uvicorn would cancel it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from .settings import Settings
+
+SHUTDOWN_MARGIN_SECONDS = 10
+
+
+def graceful_shutdown_seconds(settings: Settings) -> int:
+    """How long uvicorn waits for requests in flight after it stops listening: the request deadline plus a margin."""
+    return math.ceil(settings.request_timeout_seconds) + SHUTDOWN_MARGIN_SECONDS
+
+
+class DrainingServer(uvicorn.Server):
+    """A uvicorn server that marks the app draining on the first SIGTERM/SIGINT and stops after the drain."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_seconds: float) -> None:
+        super().__init__(config)
+        self.app = app
+        self.drain_seconds = drain_seconds
+        self._drain: threading.Timer | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """First signal: drain, then shut down gracefully. A second signal skips what is left of the drain."""
+        self.app.state.draining = True
+        if self.drain_seconds <= 0 or self.should_exit:
+            super().handle_exit(sig, frame)
+            return
+        if self._drain is not None:
+            self._drain.cancel()
+            super().handle_exit(sig, frame)
+            return
+        # uvicorn's loop polls `should_exit`; a timer thread setting it later is all a delayed stop needs.
+        self._drain = threading.Timer(self.drain_seconds, super().handle_exit, (sig, frame))
+        self._drain.daemon = True
+        self._drain.start()
+
+
+def serve(app: FastAPI, settings: Settings) -> None:
+    """Serve `app` until SIGTERM/SIGINT, then drain and stop cleanly."""
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=graceful_shutdown_seconds(settings),
+        access_log=False,
+    )
+    DrainingServer(config, app, settings.drain_seconds).run()
+
