@@ -1,8 +1,10 @@
 """The API keys file: one Secrets Manager secret per stack, delivered to the model containers on both platforms.
 
-The stack declares the secret but never its value: the operator puts the keys file with the AWS CLI
-(`aws secretsmanager put-secret-value`, docs/deploy.md), so keys are in neither config nor state. The content is
-opaque here; the service reads it from `MLAPI_API_KEYS_FILE` (EKS) or `MLAPI_API_KEYS` (Fargate).
+The stack declares the secret but never a key: it seeds it once with a keys file that holds none (one comment
+line), so the first `pulumi up` comes up whole and every call is refused (401) until the operator puts the real
+keys file with the AWS CLI (`aws secretsmanager put-secret-value`, docs/deploy.md); keys are in neither config
+nor state. Beyond that seed the content is opaque here; the service reads it from `MLAPI_API_KEYS_FILE` (EKS) or
+`MLAPI_API_KEYS` (Fargate).
 
 EKS: External Secrets Operator copies the secret into a Kubernetes Secret every minute (`refreshInterval: 1m`),
 and the pods mount that Secret as a whole directory, without `subPath`, so the kubelet swaps the file in place
@@ -38,6 +40,8 @@ READER_SERVICE_ACCOUNT = "mlapi-api-keys-reader"
 REFRESH_INTERVAL = "1m"
 ENV_FILE = "MLAPI_API_KEYS_FILE"
 ENV_CONTENT = "MLAPI_API_KEYS"
+# A keys file with no key (the service's format ignores `#` comments): auth on, every call refused.
+INITIAL_CONTENT = "# No API keys yet: every call is refused. Put the keys file: docs/deploy.md, API keys.\n"
 # The operator's three pods (controller, webhook, cert-controller): requests count against the node group.
 ESO_RESOURCES: dict[str, dict[str, dict[str, str]]] = {
     "controller": {"requests": {"cpu": "20m", "memory": "128Mi"}, "limits": {"cpu": "200m", "memory": "256Mi"}},
@@ -48,9 +52,8 @@ ESO_RESOURCES: dict[str, dict[str, dict[str, str]]] = {
 
 def pod_volume() -> dict[str, Any]:
     """The keys volume of a model pod: the whole synced Secret, read-only to the container's group."""
-    # Not optional: until the operator puts the first keys there is no Secret, and the pod waits in
-    # ContainerCreating (the kubelet retries the mount) instead of starting without keys; the service refuses to
-    # start on a missing keys file anyway.
+    # Not optional: should the Secret be missing, the pod waits in ContainerCreating instead of starting without
+    # keys (the service refuses to start on a missing keys file anyway).
     return {"name": VOLUME, "secret": {"secretName": K8S_SECRET, "defaultMode": 0o440}}
 
 
@@ -118,7 +121,7 @@ class ApiKeysSecretArgs:
 
 
 class ApiKeysSecret(pulumi.ComponentResource):
-    """The Secrets Manager secret that holds the keys file; its value is put by the operator, never by the stack."""
+    """The Secrets Manager secret that holds the keys file: seeded with no key, filled by the operator."""
 
     arn: pulumi.Output[str]
     name: pulumi.Output[str]
@@ -136,12 +139,21 @@ class ApiKeysSecret(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
+        # Written once at creation. The operator's `put-secret-value` adds newer versions and moves AWSCURRENT to
+        # them; this version keeps its id, so later `pulumi up`s leave the keys alone.
+        seed = aws.secretsmanager.SecretVersion(
+            f"{name}-initial",
+            secret_id=secret.id,
+            secret_string=INITIAL_CONTENT,
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["secretString", "versionStages"]),
+        )
         for index, role in enumerate(args.reader_roles):
             aws.iam.RolePolicy(
                 f"{name}-reader-{index}", role=role, policy=secret.arn.apply(read_policy), opts=child
             )
-        self.arn = secret.arn
-        self.name = secret.name
+        # Readers (ECS tasks, the ExternalSecret) wait for the seed, so they never meet a secret without a value.
+        self.arn = pulumi.Output.all(secret.arn, seed.id).apply(lambda v: v[0])
+        self.name = pulumi.Output.all(secret.name, seed.id).apply(lambda v: v[0])
         self.register_outputs({"arn": self.arn, "name": self.name})
 
 

@@ -13,6 +13,7 @@ from infra_mocks import ACCOUNT, REGION, Recorded, plain
 from infra.api_keys import (
     ENV_CONTENT,
     ENV_FILE,
+    INITIAL_CONTENT,
     K8S_SECRET,
     KEYS_FILE,
     MOUNT_DIR,
@@ -56,11 +57,16 @@ def fargate() -> dict[str, Recorded]:
     return by_name(declare(build)[0])
 
 
-def test_secret_declared_without_a_value(eks: dict[str, Recorded]) -> None:
+def test_secret_seeded_with_a_keys_file_that_holds_no_key(eks: dict[str, Recorded]) -> None:
     secret = plain(eks["api-keys-secret"].inputs)
     assert secret["name"] == "mlapi-dev/api-keys"
     assert secret["tags"] == TAGS
-    assert not [r for r in eks.values() if r.typ == "aws:secretsmanager/secretVersion:SecretVersion"]
+    [seed] = [r for r in eks.values() if r.typ == "aws:secretsmanager/secretVersion:SecretVersion"]
+    assert seed.inputs["secretId"] == "api-keys-secret-id"
+    content = plain(seed.inputs["secretString"])
+    assert content == INITIAL_CONTENT
+    # Only comments: the service turns auth on with an empty key table (every call refused).
+    assert all(line.startswith("#") for line in content.splitlines() if line.strip())
 
 
 def test_fargate_execution_role_reads_only_this_secret(fargate: dict[str, Recorded]) -> None:

@@ -51,7 +51,7 @@ def test_declare_task_definitions_sized_digest_pinned_and_health_checked(fargate
 
 
 def test_deliver_redis_url_as_write_only_secret(fargate: ProgramRun) -> None:
-    version = fargate.one("aws:secretsmanager/secretVersion:SecretVersion").inputs
+    version = fargate.one("aws:secretsmanager/secretVersion:SecretVersion", "ecs-redis-url-value").inputs
     assert is_secret(version["secretStringWo"])
     assert plain(version["secretStringWo"]).startswith("rediss://:")
     assert "secretString" not in version
