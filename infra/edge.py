@@ -2,10 +2,11 @@
 
 `/metrics` (and `<prefix>/metrics`, where each service serves it) is for Prometheus inside the cluster or VPC
 only. EKS: an Istio AuthorizationPolicy on the ingress gateway denies those paths (403) while Prometheus scrapes
-the pods directly, never through the gateway; Istio normalizes the path before matching (its default `BASE`
-normalization, RFC 3986). Fargate: an ALB listener rule, ahead of the service rules, answers a fixed 404. ALB path
-patterns see the path as sent, so a percent-encoded spelling (`/project/%6Detrics`) passes them; when the WAF is
-on it also refuses any path that decodes to one containing `/metrics`.
+the pods directly, never through the gateway; Istio normalizes the path before matching and forwards the
+normalized path (default `BASE`: percent-encoded letters and digits decoded, dot segments resolved; istio.io
+"Authorization Policy Normalization"). Fargate: an ALB listener rule, ahead of the service rules, answers a
+fixed 404. ALB path patterns see the path as sent, so a percent-encoded spelling (`/project/%6Detrics`) passes
+them; when the WAF is on it also refuses any path that decodes to one containing `/metrics`.
 
 The optional rate limits (`mlapi:edgeRateLimit`, off by default) are a coarse ceiling in front of the per-key
 limits of the service: on EKS Envoy's local rate limit on each gateway replica (one token bucket per Envoy,
