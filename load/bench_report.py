@@ -600,17 +600,55 @@ def write_all(report: Report, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
+README_START = "<!-- bench:start (written by python load/bench_report.py RESULT.json --readme README.md) -->"
+README_END = "<!-- bench:end -->"
+
+
+def readme_block(report: Mapping[str, Any], md_name: str) -> str:
+    """The README's benchmark block: the run's facts and its Summary table, word for word from the result."""
+    m = report.get("machine", {})
+    other = machine_load(report)
+    busy = "" if other is None else f", other processes took {other:.0%} of the CPU"
+    lines = [
+        README_START,
+        f"Latest run: [{report.get('date', '?')}](load/results/{md_name}), `{report.get('command', '?')}`, "
+        f"{m.get('cpu_model', '?')} (flags {', '.join(m.get('cpu_flags', [])) or 'n/a'}), {m.get('cores', '?')} cores, "
+        f"k6 on the same cores{busy}:",
+        "",
+        *_summary_table(report),
+        "",
+        f"![throughput](load/results/{Path(md_name).with_suffix('.png').name})",
+        README_END,
+    ]
+    return "\n".join(lines)
+
+
+def update_readme(report: Mapping[str, Any], readme: Path, md_name: str) -> None:
+    """Replace the block between the README's bench markers with this result's (markers must exist once)."""
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{readme} has no {README_START!r} ... {README_END!r} block")
+    readme.write_text(text[:start] + readme_block(report, md_name) + text[end + len(README_END) :])
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Re-render the markdown and chart from a saved JSON result."""
+    """Re-render the markdown and chart from a saved JSON result; with --readme, also the README's table."""
     args = sys.argv[1:] if argv is None else argv
+    readme = None
+    if len(args) == 3 and args[1] == "--readme":
+        readme, args = Path(args[2]), args[:1]
     if len(args) != 1:
-        print("usage: python load/bench_report.py RESULT.json", file=sys.stderr)
+        print("usage: python load/bench_report.py RESULT.json [--readme README.md]", file=sys.stderr)
         return 2
     source = Path(args[0])
     report = json.loads(source.read_text())
     report["targets"] = evaluate_targets(report)
     for name, path in write_all(report, source.parent).items():
         print(f"{name}: {path}")
+    if readme is not None:
+        update_readme(report, readme, source.with_suffix(".md").name)
+        print(f"readme: {readme}")
     return 0
 
 

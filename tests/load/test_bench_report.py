@@ -177,3 +177,16 @@ def test_write_all_keeps_the_main_html_reports_only(tmp_path: Path) -> None:
     assert kept == ["mlapi-onnx-seed-profile.html", "mlapi-onnx-unique-32vu.html", "seed-seed-profile.html"]
     markdown = (tmp_path / "out" / "2030-01-02-bench.md").read_text()
     assert "(2030-01-02-bench-html/mlapi-onnx-unique-32vu.html)" in markdown
+
+
+def test_readme_block_is_replaced_by_the_summary_table(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{bench_report.README_START}\nold numbers\n{bench_report.README_END}\n\n## Next\n")
+    report = _report()
+    bench_report.update_readme(report, readme, "2030-01-02-bench.md")
+    text = readme.read_text()
+    assert "old numbers" not in text and text.endswith("\n\n## Next\n")
+    assert "[2030-01-02](load/results/2030-01-02-bench.md)" in text
+    assert "| uncached, 1 short text per request, best of 1/4/32 VUs: req/s | 450.0 | 40.0 | 11.2x |" in text
+    bench_report.update_readme(report, readme, "2030-01-02-bench.md")  # idempotent
+    assert readme.read_text() == text
