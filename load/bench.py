@@ -671,11 +671,23 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     return report
 
 
+def repo_relative(value: Any) -> Any:
+    """The report with every path inside the repository written relative to it, as it is committed."""
+    if isinstance(value, str):
+        return value.replace(f"{REPO}/", "")
+    if isinstance(value, dict):
+        return {key: repo_relative(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [repo_relative(item) for item in value]
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and write load/results/<date>-bench.{json,md,png}."""
     args = parse_args(argv)
     shown = sys.argv[1:] if argv is None else list(argv)
     report = run(args, shlex.join(["python", "load/bench.py", *shown]))
+    report = repo_relative(report)
     for kind, path in bench_report.write_all(report, args.out_dir).items():
         print(f"{kind}: {path}")
     for target in report["targets"]:

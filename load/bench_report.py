@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 Report = dict[str, Any]
+REPO = Path(__file__).resolve().parents[1]
 
 BASELINE_PREFIX = "seed"
 PRIMARY = "mlapi-onnx"
@@ -569,6 +570,7 @@ def keep_html_reports(report: Report, out_dir: Path, stem: str) -> list[Path]:
     folder = out_dir / f"{stem}-html"
     for run in report.get("scenarios", []):
         source = Path(run.get("html_report", ""))
+        source = source if source.is_absolute() else REPO / source  # the committed report names repo paths
         if run["scenario"] not in KEPT_HTML or run["server"] not in KEPT_HTML_SERVERS or not source.is_file():
             continue
         folder.mkdir(parents=True, exist_ok=True)
@@ -580,7 +582,7 @@ def keep_html_reports(report: Report, out_dir: Path, stem: str) -> list[Path]:
 
 
 def _html_lines(report: Mapping[str, Any]) -> list[str]:
-    kept = [r for r in report.get("scenarios", []) if r.get("html_report") and not Path(r["html_report"]).is_absolute()]
+    kept = [r for r in report.get("scenarios", []) if "-bench-html/" in r.get("html_report", "")]
     if not kept:
         return ["None kept; every run's report is with the logs."]
     return [f"- [{r['server']}, {r['title']}]({r['html_report']})" for r in kept] + [

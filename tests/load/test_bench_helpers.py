@@ -84,3 +84,8 @@ def test_engine_and_profile_scenarios_are_in_the_run() -> None:
     assert any(phase.redis for phase in onnx.phases)
     seed = next(s for s in bench.SERVERS if s.name == "seed")
     assert "seed-profile" in {sc.key for phase in seed.phases for sc in phase.scenarios}
+
+
+def test_report_paths_are_written_relative_to_the_repository() -> None:
+    report = {"logs": f"{bench.REPO}/load/results/tmp/logs-1", "runs": [{"log": f"see {bench.REPO}/load/x.log"}]}
+    assert bench.repo_relative(report) == {"logs": "load/results/tmp/logs-1", "runs": [{"log": "see load/x.log"}]}
