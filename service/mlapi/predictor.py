@@ -104,7 +104,10 @@ class Predictor:
         if manifest.zero_shot is not None:
             descriptions = manifest.zero_shot.descriptions
             flat = [text for label in manifest.labels for text in descriptions[label]]
-            rows = await batcher.submit(flat)  # also the warm-up pass
+            # Also the warm-up pass. In chunks the queue can always admit: MLAPI_MAX_QUEUE may be set below the
+            # number of label descriptions, and a start-up that refuses its own work would never become ready.
+            step = s.max_queue
+            rows = np.concatenate([await batcher.submit(flat[i : i + step]) for i in range(0, len(flat), step)])
             bounds = np.cumsum([len(descriptions[label]) for label in manifest.labels])[:-1]
             engine.label_vectors = label_prototypes(np.split(rows, bounds))
         else:

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
                 f"MLAPI_MAX_QUEUE ({self.max_queue}) must be at least MLAPI_MAX_BATCH ({self.max_batch}), "
                 "or a full request could never be admitted"
             )
+        if self.max_queue < 1 + self.max_labels:
+            raise ValueError(
+                f"MLAPI_MAX_QUEUE ({self.max_queue}) must be at least 1 + MLAPI_MAX_LABELS ({self.max_labels}), "
+                "or a full /query (the sentence and every label) could never be admitted"
+            )
         return self
 
     @property

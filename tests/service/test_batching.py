@@ -115,7 +115,8 @@ def test_full_queue_refuses_with_overloaded(engine_parts) -> None:
 
 
 def test_http_full_queue_is_503_with_retry_after(make_client, classifier_dir) -> None:
-    with make_client(classifier_dir, cache_enabled=False, max_batch=4, max_queue=4, batch_wait_ms=0) as client:
+    small_queue = {"max_batch": 4, "max_queue": 4, "max_labels": 3}
+    with make_client(classifier_dir, cache_enabled=False, batch_wait_ms=0, **small_queue) as client:
         engine = client.app.state.predictor.engines["onnx"]
         gated = GatedBackend(engine.batcher.backend)
         engine.batcher.backend = gated

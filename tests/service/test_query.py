@@ -42,3 +42,19 @@ def test_query_on_classifier_is_refused_with_400(classifier_client) -> None:
     assert response.status_code == 400
     assert response.json()["error_type"] == "unsupported_task"
     assert "/predict" in response.json()["error"]
+
+
+def test_model_loads_when_the_queue_is_smaller_than_its_label_descriptions(make_client, minilm_dir) -> None:
+    """Start-up embeds every label description; a small MLAPI_MAX_QUEUE must not refuse that work."""
+    from mlapi.manifest import Manifest
+
+    zero_shot = Manifest.load(minilm_dir).zero_shot
+    assert zero_shot is not None
+    descriptions = sum(len(texts) for texts in zero_shot.descriptions.values())
+    queue = 3
+    assert descriptions > queue
+    small_settings = {"max_queue": queue, "max_batch": queue, "max_labels": queue - 1}
+    with make_client(minilm_dir, **small_settings) as small, make_client(minilm_dir) as default:
+        assert small.get("/health").json()["status"] == "healthy"
+        sentence = {"sentence": "Heavy snow is expected tonight", "labels": ["finance", "weather"]}
+        assert small.post("/query", json=sentence).json() == default.post("/query", json=sentence).json()

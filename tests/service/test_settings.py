@@ -41,6 +41,8 @@ def test_bad_values_fail_naming_the_field(field: str, value: object) -> None:
 def test_queue_smaller_than_a_request_is_refused() -> None:
     with pytest.raises(ValidationError, match="MLAPI_MAX_QUEUE"):
         Settings(max_batch=100, max_queue=10)
+    with pytest.raises(ValidationError, match=r"1 \+ MLAPI_MAX_LABELS"):
+        Settings(max_batch=10, max_queue=10, max_labels=10)
 
 
 def test_usable_cpus_is_positive_and_bounded() -> None:
