@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from . import __version__
+from .access import install_access
 from .cache import Cache, MemoryCache, NullCache, RedisCache, TieredCache
 from .deadline import DeadlineMiddleware
 from .errors import install_error_handlers
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await loading
             await predictor.close()
             await cache.close()
+            await access.limiter.close()
             log.info("stopped cleanly: queued work drained, cache closed")
 
     prefix = settings.path_prefix
@@ -83,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     include_routes(app, lambda at: build_router(settings, at), prefix)
     app.include_router(build_page_router(prefix))
     app.add_middleware(JsonByDefaultMiddleware)
+    access = install_access(app, settings, metrics.registry)  # inside the body limit: reads bodies it allows
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(DeadlineMiddleware, seconds=settings.request_timeout_seconds, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -1,4 +1,4 @@
-"""The `mlapi` command: `bake` a model directory at build time, `serve` it at run time."""
+"""The `mlapi` command: `bake` a model directory at build time, `serve` it at run time, manage API `keys`."""
 
 from __future__ import annotations
 
@@ -53,6 +53,48 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_create(args: argparse.Namespace) -> int:
+    from .keys import KeysFileError, generate_key, key_line
+
+    key = generate_key()
+    try:
+        line = key_line(args.name, key, args.rate, args.texts)
+    except KeysFileError as exc:
+        print(f"mlapi keys create: {exc}", file=sys.stderr)
+        return 2
+    print(f"API key for {args.name} (shown only now; give it to the client, it is not stored anywhere):")
+    print(f"  {key}")
+    print("Add this line to the keys file (MLAPI_API_KEYS_FILE) or the MLAPI_API_KEYS secret:")
+    print(f"  {line}")
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    from .keys import KeysFileError, parse_keys, read_keys_file
+
+    try:
+        if args.file:
+            keys = read_keys_file(Path(args.file))
+        elif os.environ.get("MLAPI_API_KEYS_FILE"):
+            keys = read_keys_file(Path(os.environ["MLAPI_API_KEYS_FILE"]))
+        elif os.environ.get("MLAPI_API_KEYS"):
+            keys = parse_keys(os.environ["MLAPI_API_KEYS"], "MLAPI_API_KEYS")
+        else:
+            print("mlapi keys list: give --file, or set MLAPI_API_KEYS_FILE or MLAPI_API_KEYS", file=sys.stderr)
+            return 2
+    except KeysFileError as exc:
+        print(f"mlapi keys list: {exc}", file=sys.stderr)
+        return 2
+
+    def show(value: float | None) -> str:
+        return "default" if value is None else f"{value:g}/s"
+
+    print(f"{'NAME':<24} {'REQUESTS':>10} {'TEXTS':>10}  STATUS")
+    for key in keys:
+        print(f"{key.name:<24} {show(key.rate):>10} {show(key.texts):>10}  {'revoked' if key.revoked else 'active'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line; `mlapi --help` documents it."""
     parser = argparse.ArgumentParser(prog="mlapi", description=__doc__)
@@ -72,6 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="bind address (MLAPI_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (MLAPI_PORT, default 8000)")
     serve.set_defaults(handler=_serve)
+
+    keys = sub.add_parser("keys", help="create API keys and list the keys file (never shows keys)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="print a new key once, and the keys-file line that admits it")
+    create.add_argument("name", help="who the key is for (letters, digits, . _ @ -)")
+    create.add_argument("--rate", type=float, default=None,
+                        help="requests per second for this key (default: MLAPI_RATE_LIMIT_REQUESTS)")
+    create.add_argument("--texts", type=float, default=None,
+                        help="texts per second for this key (default: MLAPI_RATE_LIMIT_TEXTS)")
+    create.set_defaults(handler=_keys_create)
+    listing = keys_sub.add_parser("list", help="names, rates and status of the keys in the keys file")
+    listing.add_argument("--file", default=None, help="keys file (default: MLAPI_API_KEYS_FILE, or MLAPI_API_KEYS)")
+    listing.set_defaults(handler=_keys_list)
     return parser
 
 

@@ -25,11 +25,26 @@ class ServiceError(Exception):
     status_code = 400
     error_type = "bad_request"
 
-    def __init__(self, message: str, *, retry_after: int | None = None, loc: Sequence[str | int] = ("body",)) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        loc: Sequence[str | int] = ("body",),
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
         self.loc = tuple(loc)  # where the fault is, for the `detail` list of a 422
+        self.headers = dict(headers or {})
+
+    def response_headers(self) -> dict[str, str]:
+        """Headers the answer carries: `Retry-After` when set, plus the error's own (e.g. WWW-Authenticate)."""
+        headers = dict(self.headers)
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(self.retry_after)
+        return headers
 
 
 class PayloadTooLarge(ServiceError):
@@ -81,6 +96,34 @@ class RequestTimedOut(ServiceError):
     error_type = "timeout"
 
 
+class Unauthorized(ServiceError):
+    """No API key was sent to a route that needs one."""
+
+    status_code = 401
+    error_type = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    """The API key sent is unknown or revoked."""
+
+    status_code = 403
+    error_type = "forbidden"
+
+
+class BodyTimeout(ServiceError):
+    """The client did not finish sending its body within `MLAPI_BODY_READ_TIMEOUT_SECONDS` (a slow client)."""
+
+    status_code = 408
+    error_type = "body_timeout"
+
+
+class RateLimited(ServiceError):
+    """The key (or client address) used up its requests or texts per second; `Retry-After` says when to retry."""
+
+    status_code = 429
+    error_type = "rate_limited"
+
+
 _HTTP_ERROR_TYPES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 _INPUT_ECHO_LIMIT = 80
 
@@ -97,11 +140,12 @@ def validation_item(loc: list[str | int], msg: str, kind: str, **extra: object) 
 
 def error_response(exc: ServiceError) -> JSONResponse:
     """The answer to a domain error; middleware that answers outside the app uses it too."""
-    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
     detail = None
     if exc.status_code == 422:
         detail = [validation_item(list(exc.loc), exc.message, exc.error_type)]
-    return JSONResponse(error_body(exc.message, exc.error_type, detail), exc.status_code, headers=headers)
+    return JSONResponse(
+        error_body(exc.message, exc.error_type, detail), exc.status_code, headers=exc.response_headers() or None
+    )
 
 
 def _field(loc: tuple[str | int, ...] | list[str | int]) -> str:

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .keys import parse_keys, read_keys_file
 from .shaping import worker_plan
 
 BackendName = Literal["onnx", "torch"]
@@ -57,6 +58,14 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)
     request_timeout_seconds: float = Field(30.0, gt=0.0, le=3600.0)
     drain_seconds: float = Field(0.0, ge=0.0, le=300.0)
+    body_read_timeout_seconds: float = Field(15.0, gt=0.0, le=600.0)
+
+    api_keys_file: Path | None = None
+    api_keys: SecretStr | None = None
+    api_keys_reload_seconds: float = Field(10.0, gt=0.0, le=60.0)
+    rate_limit_requests: float = Field(0.0, ge=0.0)
+    rate_limit_texts: float = Field(0.0, ge=0.0)
+    rate_limit_burst_seconds: float = Field(2.0, gt=0.0, le=3600.0)
 
     @field_validator("path_prefix")
     @classmethod
@@ -82,6 +91,22 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
+    @field_validator("api_keys_file")
+    @classmethod
+    def _check_keys_file(cls, value: Path | None) -> Path | None:
+        if value is None or not str(value):
+            return None
+        read_keys_file(value)  # fail at start, naming the line, rather than refuse every request
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        parse_keys(value.get_secret_value(), "MLAPI_API_KEYS")
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _refuse_unknown_variables(cls, data: object) -> object:
@@ -102,7 +127,14 @@ class Settings(BaseSettings):
                 f"MLAPI_MAX_QUEUE ({self.max_queue}) must be at least 1 + MLAPI_MAX_LABELS ({self.max_labels}), "
                 "or a full /query (the sentence and every label) could never be admitted"
             )
+        if self.api_keys_file is not None and self.api_keys is not None:
+            raise ValueError("set MLAPI_API_KEYS_FILE or MLAPI_API_KEYS, not both")
         return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether requests to the model routes need an API key."""
+        return self.api_keys_file is not None or self.api_keys is not None
 
     @property
     def backends(self) -> list[BackendName]:
