@@ -64,11 +64,13 @@ class BodyLimitMiddleware:
             return
         seen = 0
         started = False
+        complete = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, complete
             message = await receive()
             if message["type"] == "http.request":
+                complete = not message.get("more_body", False)
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
                     raise _TooLarge
@@ -83,7 +85,8 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
             if not started:
-                await self._drain(receive)
+                if not complete:  # after the last chunk, receive() would wait for a disconnect
+                    await self._drain(receive)
                 await self._reject(send)
 
     async def _drain(self, receive: Receive) -> None:
