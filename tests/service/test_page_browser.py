@@ -1,9 +1,11 @@
 """The comparison page in a real browser: Debian's Chromium driven by Playwright against `mlapi serve` processes.
 
-Two servers, each with the onnx and torch backends loaded (`MLAPI_EXTRA_BACKENDS=torch`):
+Two servers with the onnx and torch backends loaded (`MLAPI_EXTRA_BACKENDS=torch`):
 - `tie`: a tiny classifier built so that onnx int8 and torch fp32 disagree on one chosen text and agree on another
   (see `write_tie_classifier`), with `MLAPI_MAX_CHARS=60` so a long text is refused;
 - `minilm`: the bundled sentence-embedding model under the path prefix `/project`, for `/query` and `?text=`.
+and two with onnx only: `broken` (its model cannot load, so it answers 503) and `guarded` (API keys required; the
+key `slow` may make one request per 20 s).
 
 Every test fails on a JavaScript error or a console error the test did not cause on purpose. Screenshots go to
 `$TEST_ARTIFACTS_DIR` when set, else to the test's temporary directory.
@@ -31,6 +33,7 @@ pytestmark = pytest.mark.slow
 DISAGREE = "too close to call"
 AGREE = "dead even"
 MAX_CHARS = 60
+SLOW_KEY = "mlapi_page-test-key-that-may-make-one-request"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 DESKTOP = {"width": 1280, "height": 800}
@@ -128,6 +131,7 @@ def servers(
 ) -> Iterator[dict[str, Server]]:
     """Both servers, started side by side, ready."""
     from mlapi.bake import bake
+    from mlapi.keys import key_line
 
     root = tmp_path_factory.mktemp("page")
     source = write_tie_classifier(root / "tie-source", tiny_classifier_writer)
@@ -141,7 +145,10 @@ def servers(
     started = {
         "tie": _start(tie_dir, free_port(), root / "tie.log", MLAPI_MAX_CHARS=str(MAX_CHARS)),
         "minilm": _start(minilm_dir, free_port(), root / "minilm.log", MLAPI_PATH_PREFIX="/project"),
-        "broken": _start(broken_dir, free_port(), root / "broken.log"),
+        "broken": _start(broken_dir, free_port(), root / "broken.log", MLAPI_EXTRA_BACKENDS=""),
+        # One request, then a 20 s wait: with a burst of 1 s a bucket of 0.05 requests/s holds one request.
+        "guarded": _start(tie_dir, free_port(), root / "guarded.log", MLAPI_EXTRA_BACKENDS="",
+                          MLAPI_API_KEYS=key_line("slow", SLOW_KEY, rate=0.05), MLAPI_RATE_LIMIT_BURST_SECONDS="1"),
     }
     try:
         deadline = time.monotonic() + 180
@@ -336,3 +343,29 @@ def test_server_that_cannot_answer_is_explained_in_words(servers, open_page) -> 
     assert "model.int8.onnx" in error.inner_text() or "ONNX" in error.inner_text(), error.inner_text()
     assert len(watched.errors) == 2, watched.errors
     assert all("status of 503" in e for e in watched.errors), watched.errors
+
+
+def test_api_key_errors_and_rate_limit_are_explained_in_words(servers, open_page) -> None:
+    watched = open_page(f"{servers['guarded'].base}/")
+    page = watched.page
+    box, key, alert = page.get_by_label("Texts, one per line"), page.get_by_label("API key"), page.get_by_role("alert")
+    box.fill("hello\ngoodbye")
+
+    box.press("Enter")
+    expect(alert).to_contain_text("onnx: 401 Not authorised: this server needs an API key (enter it above) — ")
+    assert "X-API-Key" in alert.inner_text()  # the server's reason says how to send it
+
+    key.fill("mlapi_not-a-key-this-server-knows")
+    box.press("Enter")
+    expect(alert).to_contain_text("onnx: 403 Forbidden: the API key was refused — API key not recognised")
+
+    key.fill(SLOW_KEY)
+    box.press("Enter")
+    expect(page.locator('.backend[data-backend="onnx"] [data-role="label"]')).to_have_count(2)
+    expect(alert).to_be_hidden()
+
+    box.press("Enter")  # the key's one request is spent
+    expect(alert).to_contain_text("onnx: 429 Too many requests: rate limit reached — ")
+    assert re.search(r"\(retry after \d+ s\)", alert.inner_text()), alert.inner_text()
+    statuses = [re.search(r"status of (\d+)", e).group(1) for e in watched.errors]  # type: ignore[union-attr]
+    assert statuses == ["401", "403", "429"], watched.errors
