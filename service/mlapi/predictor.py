@@ -99,7 +99,10 @@ class Predictor:
             overhead_tokens=manifest.pass_overhead_tokens or DEFAULT_PASS_OVERHEAD_TOKENS,
         )
         batcher.start()
-        model_key = hashlib.sha256(f"{manifest.content_hash}:{backend.fingerprint}".encode()).hexdigest()[:16]
+        identity = f"{manifest.content_hash}:{backend.fingerprint}"
+        if s.label_order != "score":  # stored /predict answers list the labels in another order
+            identity += f":labels-{s.label_order}"
+        model_key = hashlib.sha256(identity.encode()).hexdigest()[:16]
         engine = Engine(backend, batcher, model_key)
         if manifest.zero_shot is not None:
             descriptions = manifest.zero_shot.descriptions
@@ -126,7 +129,7 @@ class Predictor:
         return self.engines[name]
 
     async def predict(self, texts: list[str], backend: str | None = None) -> bytes:
-        """The /predict JSON body: every label's score for each text, high to low.
+        """The /predict JSON body: every label's score for each text, high to low (or as MLAPI_LABEL_ORDER says).
 
         Only texts the cache does not hold are computed. Each text's answer is kept as its JSON bytes, so a cached
         answer goes out as stored, with no parsing or re-serialising on the hot path.
@@ -143,7 +146,7 @@ class Predictor:
             else:
                 assert engine.label_vectors is not None and manifest.zero_shot is not None
                 probs = zero_shot(rows, engine.label_vectors, manifest.zero_shot.temperature)
-            return [orjson.dumps(ranked(manifest.labels, p)) for p in probs]
+            return [orjson.dumps(ranked(manifest.labels, p, self.settings.label_order)) for p in probs]
 
         values = await self._cached(engine, "predict", texts, compute)
         return b'{"predictions":[' + b",".join(values) + b"]}"

@@ -23,6 +23,7 @@ from .schemas import (
     ValidationErrorResponse,
     build_request_models,
 )
+from .seed_infer import add_seed_infer_routes
 from .settings import Settings
 
 
@@ -81,6 +82,8 @@ def build_router(settings: Settings, prefix: str = "") -> APIRouter:
     for alias in PREDICT_ALIASES:
         router.add_api_route(alias, predict, methods=["POST"], response_model=PredictResponse, responses=_OK,
                              include_in_schema=False)
+
+    add_seed_infer_routes(router, settings, _ERRORS)
 
     @router.post("/query", responses=_OK, summary="Rank candidate labels for a sentence")
     async def query(

@@ -16,10 +16,14 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def ranked(labels: list[str], probs: np.ndarray) -> list[dict[str, object]]:
-    """Every label with its score, high to low (ties keep label order)."""
-    order = sorted(range(len(labels)), key=lambda i: -probs[i])
-    return [{"label": labels[i], "score": float(probs[i])} for i in order]
+def ranked(labels: list[str], probs: np.ndarray, order: str = "score") -> list[dict[str, object]]:
+    """Every label with its score: high to low (ties keep label order), or in label order when `order` is "model".
+
+    "model" is the transformers pipeline's `return_all_scores=True` order (the model's label ids), which clients of
+    earlier course terms index by position.
+    """
+    indices = range(len(labels)) if order == "model" else sorted(range(len(labels)), key=lambda i: -probs[i])
+    return [{"label": labels[i], "score": float(probs[i])} for i in indices]
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:

@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)
     request_timeout_seconds: float = Field(30.0, gt=0.0, le=3600.0)
     drain_seconds: float = Field(0.0, ge=0.0, le=300.0)
+    label_order: Literal["score", "model"] = "score"
     body_read_timeout_seconds: float = Field(15.0, gt=0.0, le=600.0)
 
     api_keys_file: Path | None = None

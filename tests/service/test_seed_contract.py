@@ -157,3 +157,97 @@ def test_metrics_label_every_route_and_alias_by_its_template(layout, headers) ->
     assert f'mlapi_requests_total{{route="{prefix}/predict",status="422"}} 1.0' in text
     assert f'mlapi_requests_total{{route="{prefix}/query",status="200"}} 1.0' in text
     assert 'route="unmatched"' not in text
+
+
+def test_label_order_score_is_the_default_and_model_keeps_label_ids(make_client, minilm_dir, redis_server) -> None:
+    texts = ["I love you.", "I hate you."]
+    with make_client(minilm_dir, redis_url=redis_server.url) as client:
+        labels = client.get("/health").json()["model"]["labels"]
+        by_score = client.post("/predict", json={"text": texts}).json()["predictions"]
+    assert sorted(labels) == ["NEGATIVE", "POSITIVE"]  # the baked model's label-id order, whichever it is
+    assert [[p["label"] for p in prediction] for prediction in by_score] == [["POSITIVE", "NEGATIVE"],
+                                                                           ["NEGATIVE", "POSITIVE"]]
+    # Same Redis, answers already stored in score order: the other order must not be served from them.
+    with make_client(minilm_dir, redis_url=redis_server.url, label_order="model") as client:
+        for path in ("/predict", "/bulk-predict"):
+            response = client.post(path, content=json.dumps({"text": texts}).encode())
+            assert response.status_code == 200
+            by_model = response.json()["predictions"]
+            assert [[p["label"] for p in prediction] for prediction in by_model] == [labels, labels]
+            for ranked, kept in zip(by_score, by_model, strict=True):
+                assert {p["label"]: p["score"] for p in ranked} == pytest.approx({p["label"]: p["score"] for p in kept})
+
+
+def _top(prediction: list[dict]) -> dict:
+    return max(prediction, key=lambda p: p["score"])
+
+
+@HEADERS
+def test_seed_infer_routes_answer_in_the_seeds_shapes(layout, headers, redis_server) -> None:
+    prefix, client = layout
+    for root in dict.fromkeys([prefix, ""]):
+        for text, label in (("This is awesome!", "POSITIVE"), ("the movie was awful", "NEGATIVE")):
+            expected = _top(post(client, f"{root}/predict", {"text": [text]}, JSON).json()["predictions"][0])
+            assert expected["label"] == label
+            pipeline = post(client, f"{root}/transformers/infer", {"input": text}, headers)
+            assert pipeline.status_code == 200
+            assert pipeline.headers["x-mlapi-backend"] == "onnx"  # no torch backend loaded here
+            assert pipeline.json() == [expected]
+            onnx = post(client, f"{root}/onnx/infer", {"input": text}, headers)
+            assert onnx.status_code == 200
+            assert onnx.headers["x-mlapi-backend"] == "onnx"
+            assert onnx.json() == {"sentiment": label.lower(), "score": expected["score"]}
+    # One text, one cache entry, whichever of the three routes asked.
+    assert len(redis_server.client().keys("fastapi-cache-project::*")) == 2
+    text = client.get(f"{prefix}/metrics").text
+    assert f'mlapi_requests_total{{route="{prefix}/transformers/infer",status="200"}}' in text
+    assert f'mlapi_requests_total{{route="{prefix}/onnx/infer",status="200"}}' in text
+
+
+def test_seed_infer_routes_are_documented_once(layout) -> None:
+    prefix, client = layout
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {f"{prefix}/transformers/infer", f"{prefix}/onnx/infer"} <= set(paths)
+    assert "/transformers/infer" not in paths or not prefix
+
+
+@HEADERS
+@pytest.mark.parametrize("route", ["/transformers/infer", "/onnx/infer"])
+def test_seed_infer_routes_refuse_bad_input_with_the_same_422(layout, headers, route) -> None:
+    prefix, client = layout
+    wrong_type = post(client, f"{prefix}{route}", {"input": 3}, headers)
+    assert (wrong_type.status_code, wrong_type.json()) == (422, {
+        "detail": [{"type": "string_type", "loc": ["body", "input"], "msg": "Input should be a valid string",
+                    "input": 3}],
+        "error": "input: Input should be a valid string",
+        "error_type": "validation",
+    })
+    missing = post(client, route, {"text": ["a"]}, headers).json()
+    assert [(d["type"], d["loc"]) for d in missing["detail"]] == [
+        ("missing", ["body", "input"]), ("extra_forbidden", ["body", "text"])]
+    too_long = post(client, f"{prefix}{route}", {"input": "v" * 5000}, headers)
+    assert too_long.status_code == 422
+    assert too_long.json()["detail"][0]["type"] == "string_too_long"
+    assert "v" * 100 not in too_long.text
+    assert client.get(f"{prefix}{route}").json()["detail"] == "Method Not Allowed"
+
+
+def test_transformers_infer_uses_torch_when_loaded(make_client, minilm_dir) -> None:
+    with make_client(minilm_dir, extra_backends="torch") as client:
+        text = "I love you."
+        expected = _top(client.post("/predict?backend=torch", json={"text": [text]}).json()["predictions"][0])
+        pipeline = client.post("/transformers/infer", json={"input": text})
+        assert pipeline.headers["x-mlapi-backend"] == "torch"
+        assert pipeline.json() == [expected]
+        onnx = client.post("/onnx/infer", json={"input": text})
+        assert onnx.headers["x-mlapi-backend"] == "onnx"
+        assert onnx.json()["sentiment"] == "positive"
+
+
+def test_onnx_infer_without_an_onnx_backend_says_so(make_client, minilm_dir) -> None:
+    with make_client(minilm_dir, backend="torch") as client:
+        assert client.post("/transformers/infer", json={"input": "I love you."}).headers["x-mlapi-backend"] == "torch"
+        refused = client.post("/onnx/infer", json={"input": "I love you."})
+        message = "/onnx/infer needs the onnx backend; this server loads torch (add onnx to MLAPI_EXTRA_BACKENDS)"
+        assert (refused.status_code, refused.json()) == (
+            400, {"detail": message, "error": message, "error_type": "unsupported_task"})
