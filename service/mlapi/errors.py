@@ -8,10 +8,10 @@ clients of mlapi both read it. Nothing the client sends can produce a 500.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -154,9 +154,9 @@ def _field(loc: tuple[str | int, ...] | list[str | int]) -> str:
 
 def _short_input(value: object) -> tuple[bool, object]:
     """(True, value) when the offending input is small enough to echo back; long inputs and PII stay out."""
-    try:
-        size = len(orjson.dumps(value, default=str))
-    except TypeError:
+    try:  # as the answer will be written: strict UTF-8 JSON, so a NaN or a lone surrogate the parser let in stays out
+        size = len(json.dumps(value, allow_nan=False, ensure_ascii=False).encode())
+    except (TypeError, ValueError):  # UnicodeEncodeError is a ValueError
         return False, None
     return size <= _INPUT_ECHO_LIMIT, value
 

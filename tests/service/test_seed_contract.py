@@ -67,7 +67,8 @@ def test_openapi_documents_each_route_once(layout) -> None:
     prefix, client = layout
     spec = client.get("/openapi.json").json()
     assert spec == client.get(f"{prefix}/openapi.json").json()
-    assert sorted(spec["paths"]) == sorted(f"{prefix}{p}" for p in ("/predict", "/query", "/health", "/metrics"))
+    routes = ("/predict", "/query", "/health", "/metrics", "/transformers/infer", "/onnx/infer")
+    assert sorted(spec["paths"]) == sorted(f"{prefix}{p}" for p in routes)
     operation_ids = [op["operationId"] for item in spec["paths"].values() for op in item.values()]
     assert len(operation_ids) == len(set(operation_ids))
     assert "/bulk-predict" in spec["paths"][f"{prefix}/predict"]["post"]["description"]
@@ -251,3 +252,11 @@ def test_onnx_infer_without_an_onnx_backend_says_so(make_client, minilm_dir) -> 
         message = "/onnx/infer needs the onnx backend; this server loads torch (add onnx to MLAPI_EXTRA_BACKENDS)"
         assert (refused.status_code, refused.json()) == (
             400, {"detail": message, "error": message, "error_type": "unsupported_task"})
+
+
+def test_422_leaves_out_an_input_json_cannot_write(layout) -> None:
+    prefix, client = layout
+    response = client.post(f"{prefix}/predict", content=b'{"text": [Infinity]}', headers=JSON)
+    assert response.status_code == 422
+    assert response.json()["detail"] == [
+        {"type": "string_type", "loc": ["body", "text", 0], "msg": "Input should be a valid string"}]

@@ -144,3 +144,10 @@ def test_body_that_is_not_utf8_is_a_422(strict_client) -> None:
     assert response.status_code == 422
     assert response.json()["detail"] == [
         {"type": "json_invalid", "loc": ["body"], "msg": "body is not valid JSON text (UTF-8 expected)"}]
+
+
+def test_lone_surrogate_of_the_wrong_type_is_a_422_without_the_input(strict_client) -> None:
+    response = strict_client.post("/query", content=b'{"sentence": "s", "labels": ["\\ud800"], "x": "\\ud800"}',
+                                  headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert all("input" not in d for d in response.json()["detail"] if d["loc"][-1] == "x")
