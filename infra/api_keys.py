@@ -64,12 +64,13 @@ def container_mount() -> dict[str, Any]:
 
 def container_env() -> dict[str, Any]:
     """`MLAPI_API_KEYS_FILE` pointing at the mounted file."""
-    return {"name": ENV_FILE, "value": KEYS_FILE}
+    # The name spelt out, so tests/test_settings_contract.py checks it against the server's settings.
+    return {"name": "MLAPI_API_KEYS_FILE", "value": KEYS_FILE}
 
 
 def ecs_secret(secret_arn: str) -> dict[str, str]:
     """The ECS container `secrets` entry that hands the keys file's content to the service as `MLAPI_API_KEYS`."""
-    return {"name": ENV_CONTENT, "valueFrom": secret_arn}
+    return {"name": "MLAPI_API_KEYS", "valueFrom": secret_arn}
 
 
 def read_policy(secret_arn: str) -> str:

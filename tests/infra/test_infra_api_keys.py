@@ -4,6 +4,7 @@ Secrets Operator with IRSA, mounted without subPath; on Fargate an ECS secret th
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -133,3 +134,15 @@ def test_mount_is_a_directory_without_subpath_so_rotations_arrive() -> None:
     assert KEYS_FILE.startswith(MOUNT_DIR + "/")
     assert container_env() == {"name": ENV_FILE, "value": KEYS_FILE}
     assert pod_volume()["name"] == mount["name"]
+
+
+def test_seed_keeps_the_service_closed_on_both_platforms(tmp_path: Path) -> None:
+    from mlapi.settings import Settings
+
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(INITIAL_CONTENT)
+    for settings in (Settings(api_keys_file=keys_file), Settings(api_keys=INITIAL_CONTENT)):  # EKS, Fargate
+        assert settings.auth_enabled  # keys required, and the table is empty: every model call refused
+    from mlapi.keys import parse_keys
+
+    assert parse_keys(INITIAL_CONTENT) == []
