@@ -27,7 +27,9 @@ def post(client: TestClient, path: str, body: object, headers: dict[str, str]): 
 @pytest.fixture(params=["", "/project"], ids=["root", "prefix"])
 def layout(request, make_client, minilm_dir, redis_server) -> Iterator[tuple[str, TestClient]]:  # type: ignore[no-untyped-def]
     """(prefix, client): the bundled model behind a real Redis, served with and without a path prefix."""
-    with make_client(minilm_dir, path_prefix=request.param, redis_url=redis_server.url) as client:
+    # A Redis timeout roomy enough for a busy machine: these tests count keys, not the circuit breaker.
+    with make_client(minilm_dir, path_prefix=request.param, redis_url=redis_server.url, redis_timeout_ms=5000
+                     ) as client:
         assert client.get(f"{request.param}/health").json()["cache"]["backend"] == "redis"
         yield request.param, client
 
