@@ -151,3 +151,10 @@ def test_lone_surrogate_of_the_wrong_type_is_a_422_without_the_input(strict_clie
                                   headers={"content-type": "application/json"})
     assert response.status_code == 422
     assert all("input" not in d for d in response.json()["detail"] if d["loc"][-1] == "x")
+
+
+def test_body_of_another_media_type_is_a_422_not_a_500(strict_client) -> None:
+    # FastAPI hands the unparsed body (bytes) to the validation error; it must still render as JSON.
+    response = strict_client.post("/predict", content=b'{"text": ["a"]}', headers={"content-type": "text/plain"})
+    assert response.status_code == 422, response.text
+    assert response.json()["error_type"] == "validation"
