@@ -81,7 +81,9 @@ class AccessControl:
         elif settings.api_keys is not None:
             self.keys = KeyStore(parse_keys(settings.api_keys.get_secret_value(), "MLAPI_API_KEYS"))
         redis_url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
-        self.limiter = RateLimiter(registry, redis_url, settings.redis_timeout_ms, settings.redis_cooldown_seconds)
+        # Services sharing one Redis (e.g. /project and /lab) keep their own buckets for the same key name.
+        self.limiter = RateLimiter(registry, redis_url, settings.redis_timeout_ms, settings.redis_cooldown_seconds,
+                                   key_prefix=f"{settings.cache_prefix}:ratelimit{settings.path_prefix}")
         self.auth_failures = Counter(
             "mlapi_auth_failures_total", "Requests refused for a missing, unknown or revoked API key", ["reason"],
             registry=registry,

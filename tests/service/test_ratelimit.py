@@ -102,6 +102,7 @@ def test_burst_over_the_limit_gets_429_with_headers_then_recovers(make_client, m
         assert client.get("/health").status_code == 200  # probes are never limited
         time.sleep(1.1)
         assert client.post("/predict", json=PREDICT).status_code == 200
+        assert redis_server.client().keys("fastapi-cache-project:ratelimit:{addr:testclient}:requests")
         metrics = client.get("/metrics").text
         assert 'mlapi_rate_limited_total{bucket="requests"}' in metrics
 
