@@ -103,8 +103,9 @@ class Settings(BaseSettings):
     @field_validator("api_keys")
     @classmethod
     def _check_keys(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None or not value.get_secret_value().strip():
+        if value is None:
             return None
+        # Set but blank (an empty ECS secret, say) means "keys required, none issued yet": closed, never open.
         parse_keys(value.get_secret_value(), "MLAPI_API_KEYS")
         return value
 

@@ -99,6 +99,14 @@ def test_inline_keys_variable_works_like_the_file(make_client, minilm_dir, keys)
         assert client.post("/predict", json=PREDICT, headers={"X-API-Key": str(keys["good"])}).status_code == 200
 
 
+def test_a_blank_inline_keys_variable_keeps_the_api_closed(make_client, minilm_dir) -> None:
+    """An empty secret means no key is valid yet, never that anyone may call."""
+    for blank in ("", "  ", "# no keys yet"):
+        with make_client(minilm_dir, api_keys=blank) as client:
+            _error(client.post("/predict", json=PREDICT), 401, "unauthorized")
+            _error(client.post("/predict", json=PREDICT, headers={"X-API-Key": generate_key()}), 403, "forbidden")
+
+
 def test_rotation_takes_effect_without_a_restart(make_client, minilm_dir, keys) -> None:
     path = Path(keys["path"])  # type: ignore[arg-type]
     with make_client(minilm_dir, api_keys_file=path, api_keys_reload_seconds=0.2) as client:
