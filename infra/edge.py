@@ -6,7 +6,8 @@ the pods directly, never through the gateway; Istio normalizes the path before m
 normalized path (default `BASE`: percent-encoded letters and digits decoded, dot segments resolved; istio.io
 "Authorization Policy Normalization"). Fargate: an ALB listener rule, ahead of the service rules, answers a
 fixed 404. ALB path patterns see the path as sent, so a percent-encoded spelling (`/project/%6Detrics`) passes
-them; when the WAF is on it also refuses any path that decodes to one containing `/metrics`.
+them; the service itself answers metrics only under the literal path (404 otherwise), and when the WAF is on it
+also refuses any path that decodes to one containing `/metrics`.
 
 The optional rate limits (`mlapi:edgeRateLimit`, off by default) are a coarse ceiling in front of the per-key
 limits of the service: on EKS Envoy's local rate limit on each gateway replica (one token bucket per Envoy,

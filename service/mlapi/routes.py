@@ -5,7 +5,7 @@
 
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -112,7 +112,11 @@ def build_router(settings: Settings, prefix: str = "") -> APIRouter:
         )
 
     @router.get("/metrics", response_class=Response, summary="Prometheus metrics")
-    async def metrics_endpoint(metrics: MetricsDep) -> Response:
+    async def metrics_endpoint(request: Request, metrics: MetricsDep) -> Response:
+        # Only the literal spelling answers: the edge (an ALB path rule, Istio) keeps /metrics private by matching
+        # the path as sent, and a percent-encoded spelling such as /%6Detrics would otherwise slip past it.
+        if request.scope.get("raw_path", request.url.path.encode()).split(b"?", 1)[0] != request.url.path.encode():
+            raise HTTPException(status_code=404)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return router

@@ -59,3 +59,15 @@ def test_circuit_gauge_follows_redis(make_client, minilm_dir, redis_server) -> N
         time.sleep(0.4)  # past the cooldown
         assert client.post("/predict", json={"text": ["circuit closes"]}).status_code == 200
         assert _sample(client, "mlapi_cache_circuit_open") == 0
+
+
+def test_metrics_answer_only_their_literal_path(make_client, minilm_dir) -> None:
+    """Edge rules keep /metrics private by matching the path as sent; an encoded spelling must not get through."""
+    with make_client(minilm_dir, path_prefix="/project") as client:
+        for path in ("/project/metrics", "/metrics"):
+            assert client.get(path).status_code == 200
+        for path in ("/project/%6Detrics", "/%6Detrics", "/project/metric%73", "/%2Fmetrics"):
+            response = client.get(path)
+            assert response.status_code == 404, path
+            assert response.json()["detail"] == "Not Found"
+            assert "mlapi_requests_total" not in response.text
