@@ -39,6 +39,8 @@ class DeadlineMiddleware:
             async with deadline:
                 await self.app(scope, receive, answering_send)
         except TimeoutError:
+            if not deadline.expired():
+                raise  # a fault inside the app, not this deadline: answered as the server error it is
             self.metrics.rejected.labels(reason="timeout").inc()
             error = RequestTimedOut(
                 f"no answer within MLAPI_REQUEST_TIMEOUT_SECONDS ({self.seconds:g} s); retry later", retry_after=1

@@ -171,3 +171,24 @@ def test_request_over_the_deadline_is_a_json_503_with_retry_after(make_client, m
         assert float(samples['mlapi_requests_total{route="/predict",status="503"}']) == 1
         # At least this one (a /health poll of the fixture can also run late on a busy machine).
         assert float(samples['mlapi_rejected_total{reason="timeout"}']) >= 1
+
+
+def test_a_timeout_error_inside_the_app_is_not_reported_as_the_deadline(minilm_dir) -> None:
+    """Only the request deadline answers 503 `timeout`; any other TimeoutError is a server fault (JSON 500)."""
+    from fastapi.testclient import TestClient
+    from mlapi.app import create_app
+    from mlapi.settings import Settings
+
+    app = create_app(Settings(model_dir=minilm_dir, request_timeout_seconds=30))
+
+    @app.post("/raises-timeout")
+    async def raises_timeout() -> None:
+        raise TimeoutError("an inner call gave up")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.post("/raises-timeout", json={})
+        assert response.status_code == 500
+        assert response.json()["error_type"] == "internal"
+        assert "retry-after" not in response.headers
+        samples = dict(line.rsplit(" ", 1) for line in client.get("/metrics").text.splitlines() if line[0] != "#")
+        assert float(samples.get('mlapi_rejected_total{reason="timeout"}', "0")) == 0
