@@ -12,6 +12,7 @@ or renders garbage here, exactly as it would in a first real preview.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,11 @@ class Recorded:
     provider: str
     custom: bool
     resource_id: str | None
+    # Filled in by the monitor: the URN, the parent's URN, and every URN the engine must create first
+    # (`depends_on` and the resources whose outputs flow into the inputs).
+    urn: str = ""
+    parent: str = ""
+    dependencies: tuple[str, ...] = ()
 
 
 @dataclass
@@ -134,6 +140,44 @@ class NoReferencesMonitor(pulumi.runtime.mocks.MockMonitor):
     inside the monitor's worker thread, whose futures belong to another event loop: the run then hangs or fails
     with "attached to a different loop" now and then. Without them the SDK sends the URN or ID instead.
     """
+
+    def __init__(self, mocks: RecordingMocks) -> None:
+        super().__init__(mocks)
+        self._recording = mocks
+        # Registrations arrive from the SDK's worker threads; one at a time, so each URN lands on its record.
+        self._lock = threading.Lock()
+
+    def make_urn(self, parent: str, type_: str, name: str) -> str:
+        """The URN as the engine builds it: the parent's whole type chain, the root stack left out (pulumi/pulumi
+        sdk/go/common/resource/urn.go, NewURN). The stock mock keeps only the parent's own type."""
+        parent_type = parent.split("::")[2] if parent else ""
+        if parent_type and parent_type != "pulumi:pulumi:Stack":
+            type_ = f"{parent_type}${type_}"
+        return "urn:pulumi:" + "::".join([pulumi.get_stack(), pulumi.get_project(), type_, name])
+
+    def RegisterResource(self, request: Any) -> Any:
+        with self._lock:
+            before = len(self._recording.resources)
+            response = super().RegisterResource(request)
+            if len(self._recording.resources) > before:
+                recorded = self._recording.resources[-1]
+                recorded.urn = response.urn
+                recorded.parent = request.parent
+                recorded.dependencies = tuple(sorted(
+                    {*request.dependencies, *(u for deps in request.propertyDependencies.values() for u in deps.urns)}
+                ))
+            return response
+
+    def ReadResource(self, request: Any) -> Any:
+        with self._lock:
+            before = len(self._recording.resources)
+            response = super().ReadResource(request)
+            if len(self._recording.resources) > before:
+                recorded = self._recording.resources[-1]
+                recorded.urn = response.urn
+                recorded.parent = request.parent
+                recorded.dependencies = tuple(sorted(request.dependencies))
+            return response
 
     def SupportsFeature(self, request: Any) -> Any:
         supported = request.id not in ("outputValues", "resourceReferences")
