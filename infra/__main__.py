@@ -1,8 +1,8 @@
 """Entry point of the Pulumi program: read the typed config, declare the shared foundation, then one platform.
 
-`platform: eks` puts the services on EKS behind Istio (`platform_eks.py`); `platform: fargate` on ECS Fargate
-behind an ALB (`platform_fargate.py`). Network, registry, images and cache are the same on both
-(`foundation.py`). The Pulumi CLI runs this file with `infra/` as the working directory; nothing here or below
+`platform: eks` puts the services on EKS behind Istio (`eks/platform.py`); `platform: fargate` on ECS Fargate
+behind an ALB (`fargate/platform.py`). Network, registry, images and cache are the same on both
+(`shared/foundation.py`). The Pulumi CLI runs this file with `infra/` as the working directory; nothing here or below
 depends on the working directory.
 """
 
@@ -17,9 +17,9 @@ import pulumi
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from infra import config as stack_config  # noqa: E402
-from infra.foundation import build_foundation  # noqa: E402
-from infra.platform_eks import check_capacity, deploy_eks  # noqa: E402
-from infra.platform_fargate import deploy_fargate  # noqa: E402
+from infra.eks.platform import check_capacity, deploy_eks  # noqa: E402
+from infra.fargate.platform import deploy_fargate  # noqa: E402
+from infra.shared.foundation import build_foundation  # noqa: E402
 
 cfg = stack_config.load()
 if cfg.platform == "eks":

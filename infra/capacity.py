@@ -16,8 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from infra import api_keys, monitoring
 from infra.config import ClusterSettings, ModelService
+from infra.eks import monitoring
+from infra.shared import api_keys
 
 Kind = Literal["daemonset", "deployment"]
 HEADROOM = 0.15

@@ -174,7 +174,7 @@ class StackConfig:
         return {"stack": self.stack, "service": self.project, "managed-by": "pulumi", **extra}
 
 
-# Defaults mirrored in Pulumi.yaml's `config:` block (tests/infra/test_config.py keeps them equal).
+# Defaults mirrored in Pulumi.yaml's `config:` block (tests/infra/test_infra_config.py keeps them equal).
 DEFAULTS: dict[str, Any] = {
     "platform": "eks",
     "vpcCidr": "10.0.0.0/16",

@@ -33,7 +33,7 @@ def _compose_env_names() -> set[str]:
 
 def _infra_env_names() -> set[str]:
     found: set[str] = set()
-    for path in (ROOT / "infra").glob("*.py"):
+    for path in (ROOT / "infra").rglob("*.py"):
         found |= set(re.findall(r'"name":\s*"(MLAPI_[A-Z0-9_]+)"', path.read_text()))
     return found
 

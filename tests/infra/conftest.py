@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The harness modules beside this file, and the per-platform test directories (their tests share constants).
+_HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(_HERE), *(str(_HERE / d) for d in ("shared", "eks", "fargate"))]
 
 from infra_program import ProgramRun, operated_config, run_program  # noqa: E402
 

@@ -12,7 +12,7 @@ from infra_program import ProgramRun, run_program
 
 from infra import capacity, versions
 from infra.config import StackConfig, build_config
-from infra.platform_eks import HELM_RELEASES
+from infra.eks.platform import HELM_RELEASES
 
 
 def _cfg(raw: dict[str, Any]) -> StackConfig:

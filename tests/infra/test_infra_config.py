@@ -9,10 +9,10 @@ import pytest
 import yaml
 from infra_program import REPO, run_program
 
-from infra.cache import AUTH_TOKEN_SPECIALS, redis_url
 from infra.config import DEFAULTS, ConfigError, build_config
-from infra.ecs_service import fargate_size
-from infra.registry import lifecycle_policy
+from infra.fargate.ecs_service import fargate_size
+from infra.shared.cache import AUTH_TOKEN_SPECIALS, redis_url
+from infra.shared.registry import lifecycle_policy
 
 
 def build(raw: dict[str, Any]) -> Any:

@@ -11,7 +11,7 @@ import yaml
 from infra_mocks import AUTH_TOKEN, plain
 from infra_program import REPO, ProgramRun, run_program
 
-from infra.api_keys import ENV_FILE, K8S_SECRET, KEYS_FILE, MOUNT_DIR
+from infra.shared.api_keys import ENV_FILE, K8S_SECRET, KEYS_FILE, MOUNT_DIR
 
 
 def test_dev_pods_read_keys_file_from_mounted_secret(dev: ProgramRun) -> None:

@@ -15,7 +15,7 @@ import pytest
 from infra_mocks import plain
 from infra_program import PROGRAM_DIR, REPO, ProgramRun
 
-from infra.image import context_files, context_hash
+from infra.shared.image import context_files, context_hash
 
 
 def _images(run: ProgramRun) -> list[dict]:

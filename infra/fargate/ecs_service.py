@@ -14,9 +14,9 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from infra.api_keys import ecs_secret
 from infra.config import ModelService
-from infra.container_env import CONTAINER_PORT, health_path, model_env
+from infra.shared.api_keys import ecs_secret
+from infra.shared.container_env import CONTAINER_PORT, health_path, model_env
 from infra.timeouts import Timeouts
 
 RUN_AS = "10001"
@@ -73,7 +73,7 @@ class EcsServiceArgs:
     health_check_grace_seconds: int
     timeouts: Timeouts
     tags: dict[str, str]
-    # The API keys secret, handed to the container as MLAPI_API_KEYS (infra/api_keys.py); None: no keys.
+    # The API keys secret, handed to the container as MLAPI_API_KEYS (infra/shared/api_keys.py); None: no keys.
     api_keys_secret_arn: pulumi.Input[str] | None = None
 
 

@@ -10,7 +10,7 @@ import pytest
 from component_harness import by_name, declare, manifest, provider
 from infra_mocks import Recorded, plain
 
-from infra.edge import AlbEdge, AlbEdgeArgs, GatewayEdge, GatewayEdgeArgs, alb_path_groups, metrics_paths
+from infra.shared.edge import AlbEdge, AlbEdgeArgs, GatewayEdge, GatewayEdgeArgs, alb_path_groups, metrics_paths
 
 PREFIXES = ["/project", "/lab", "/team/a"]
 GATEWAY = {"istio": "ingressgateway"}

@@ -16,8 +16,8 @@ import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
-from infra.access import AccessEntries, AccessEntriesArgs
 from infra.config import ClusterSettings
+from infra.eks.access import AccessEntries, AccessEntriesArgs
 
 _NODE_POLICIES = {
     "worker": "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",

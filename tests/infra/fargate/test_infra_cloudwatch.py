@@ -11,7 +11,7 @@ import pytest
 from component_harness import declare
 from infra_mocks import Recorded, plain
 
-from infra.cloudwatch import (
+from infra.fargate.cloudwatch import (
     ERROR_RATE_PERCENT,
     LATENCY_P99_SECONDS,
     CloudWatchArgs,

@@ -10,8 +10,8 @@ import yaml
 from infra_mocks import plain
 from infra_program import ACCOUNT_ID, REPO, ProgramRun, run_program, stack_config
 
-from infra.access import ADMIN_POLICY, VIEW_POLICY
 from infra.config import ConfigError, build_config
+from infra.eks.access import ADMIN_POLICY, VIEW_POLICY
 
 DEPLOY = f"arn:aws:iam::{ACCOUNT_ID}:role/mlapi-deploy"
 PREVIEW = f"arn:aws:iam::{ACCOUNT_ID}:role/mlapi-preview"

@@ -14,10 +14,10 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra import api_keys
 from infra.config import ModelService
-from infra.container_env import CONTAINER_PORT, health_path, model_env
-from infra.mesh import GATEWAY_NAMESPACE
+from infra.eks.mesh import GATEWAY_NAMESPACE
+from infra.shared import api_keys
+from infra.shared.container_env import CONTAINER_PORT, health_path, model_env
 from infra.timeouts import Timeouts
 
 SERVICE_PORT = 80
@@ -43,7 +43,7 @@ class WorkloadsArgs:
     timeouts: Timeouts
     provider: k8s.Provider
     depends_on: list[pulumi.Resource]
-    # Mount the synced API keys Secret and point MLAPI_API_KEYS_FILE at it (infra/api_keys.py).
+    # Mount the synced API keys Secret and point MLAPI_API_KEYS_FILE at it (infra/shared/api_keys.py).
     api_keys: bool = False
 
 

@@ -9,7 +9,7 @@ import pytest
 from infra_mocks import AUTH_TOKEN, is_secret
 from infra_program import ProgramRun
 
-import infra.cache
+import infra.shared.cache
 
 
 def _plain_leaks(value: Any, path: str = "") -> list[str]:
@@ -35,6 +35,6 @@ def test_token_reaches_resources_only_as_a_secret(stack: str, request: pytest.Fi
 
 
 def test_cache_docs_say_the_token_is_in_state_encrypted() -> None:
-    doc = " ".join((infra.cache.__doc__ or "").split())
+    doc = " ".join((infra.shared.cache.__doc__ or "").split())
     assert "out of the replication group's state only" in doc
     assert "still in the stack state" in doc and "encrypted" in doc

@@ -7,16 +7,16 @@ from typing import Any
 
 import pulumi
 
-from infra.api_keys import ApiKeysSecret, ApiKeysSecretArgs
-from infra.cloudwatch import CloudWatchArgs, CloudWatchMonitoring, ServiceMetrics
 from infra.config import StackConfig
-from infra.container_env import CONTAINER_PORT
-from infra.ecs_cluster import EcsCluster, EcsClusterArgs
-from infra.ecs_service import EcsService, EcsServiceArgs
-from infra.edge import AlbEdge, AlbEdgeArgs
-from infra.foundation import Foundation
-from infra.load_balancer import LoadBalancer, LoadBalancerArgs
-from infra.observability import Observability, ObservabilityArgs, ecs_log_group_names
+from infra.fargate.cloudwatch import CloudWatchArgs, CloudWatchMonitoring, ServiceMetrics
+from infra.fargate.ecs_cluster import EcsCluster, EcsClusterArgs
+from infra.fargate.ecs_service import EcsService, EcsServiceArgs
+from infra.fargate.load_balancer import LoadBalancer, LoadBalancerArgs
+from infra.shared.api_keys import ApiKeysSecret, ApiKeysSecretArgs
+from infra.shared.container_env import CONTAINER_PORT
+from infra.shared.edge import AlbEdge, AlbEdgeArgs
+from infra.shared.foundation import Foundation
+from infra.shared.observability import Observability, ObservabilityArgs, ecs_log_group_names
 
 
 def deploy_fargate(cfg: StackConfig, base: Foundation) -> dict[str, Any]:

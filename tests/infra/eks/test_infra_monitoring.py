@@ -12,7 +12,7 @@ import yaml
 from component_harness import by_name, declare, manifest, provider
 from infra_mocks import AUTH_TOKEN, is_secret, plain
 
-from infra.monitoring import (
+from infra.eks.monitoring import (
     CONTAINERS_PER_POD,
     DASHBOARD_LABEL,
     GRAFANA_ADMIN_SECRET,

@@ -16,7 +16,7 @@ import pulumi_kubernetes as k8s
 
 from infra import versions
 from infra.capacity import RELEASE_REQUESTS
-from infra.pod_identity import PodIdentityRole, PodIdentityRoleArgs
+from infra.eks.pod_identity import PodIdentityRole, PodIdentityRoleArgs
 
 RELEASE = "cluster-autoscaler"
 REPO = "https://kubernetes.github.io/autoscaler"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra.cache import REDIS_PORT, CacheAccess, CacheAccessArgs
+from infra.shared.cache import REDIS_PORT, CacheAccess, CacheAccessArgs
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
 from infra.config import ModelService
-from infra.registry import BUILD_CACHE_SUFFIX
+from infra.shared.registry import BUILD_CACHE_SUFFIX
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ them, pass kubernetes-validate (built-in kinds), their CRDs' schemas (custom kin
 
 kubernetes-validate knows no CRD, so PodMonitor, PrometheusRule, SecretStore, ExternalSecret, EnvoyFilter and
 AuthorizationPolicy are checked against the `openAPIV3Schema` of the CRD the pinned chart installs, kept in
-tests/infra/crds/ (see README.md there for where each comes from). CEL `x-kubernetes-validations` are not
+tests/infra/eks/crds/ (see README.md there for where each comes from). CEL `x-kubernetes-validations` are not
 evaluated, and an EnvoyFilter's patch `value` is free-form in its CRD (Envoy checks it when istiod pushes it).
 """
 
@@ -24,9 +24,9 @@ from infra_program import stack_config
 from test_infra_api_keys import OIDC
 from test_infra_monitoring import ALERTS, DASHBOARD, TARGETS
 
-from infra.api_keys import ApiKeysSecret, ApiKeysSecretArgs, ApiKeysSync, ApiKeysSyncArgs
-from infra.edge import GatewayEdge, GatewayEdgeArgs
-from infra.monitoring import Monitoring, MonitoringArgs
+from infra.eks.monitoring import Monitoring, MonitoringArgs
+from infra.shared.api_keys import ApiKeysSecret, ApiKeysSecretArgs, ApiKeysSync, ApiKeysSyncArgs
+from infra.shared.edge import GatewayEdge, GatewayEdgeArgs
 
 CRD_DIR = Path(__file__).resolve().parent / "crds"
 CUSTOM_KINDS = {"PodMonitor", "PrometheusRule", "SecretStore", "ExternalSecret", "EnvoyFilter", "AuthorizationPolicy"}

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pulumi
 
-from infra.cache import Cache, CacheArgs
 from infra.config import StackConfig
-from infra.image import ModelImage, ModelImageArgs, context_hash
-from infra.network import Network, NetworkArgs
-from infra.registry import Registry, RegistryArgs
+from infra.shared.cache import Cache, CacheArgs
+from infra.shared.image import ModelImage, ModelImageArgs, context_hash
+from infra.shared.network import Network, NetworkArgs
+from infra.shared.registry import Registry, RegistryArgs
 
 
 @dataclass(frozen=True)

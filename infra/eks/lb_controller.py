@@ -17,7 +17,7 @@ import pulumi_kubernetes as k8s
 
 from infra import versions
 from infra.capacity import RELEASE_REQUESTS
-from infra.pod_identity import PodIdentityRole, PodIdentityRoleArgs
+from infra.eks.pod_identity import PodIdentityRole, PodIdentityRoleArgs
 
 RELEASE = "aws-load-balancer-controller"
 REPO = "https://aws.github.io/eks-charts"

@@ -11,7 +11,7 @@ import pytest
 from component_harness import by_name, declare, manifest, provider
 from infra_mocks import ACCOUNT, REGION, Recorded, plain
 
-from infra.api_keys import (
+from infra.shared.api_keys import (
     ENV_CONTENT,
     ENV_FILE,
     INITIAL_CONTENT,

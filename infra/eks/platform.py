@@ -7,20 +7,20 @@ from typing import Any
 
 import pulumi
 
-from infra.api_keys import ApiKeysSecret, ApiKeysSecretArgs, ApiKeysSync, ApiKeysSyncArgs
-from infra.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
-from infra.cache import CacheAccess, CacheAccessArgs
 from infra.capacity import capacity_problems
-from infra.cluster import Cluster, ClusterArgs
 from infra.config import PROJECT_ROOT, ConfigError, StackConfig
-from infra.container_env import CONTAINER_PORT
-from infra.edge import GatewayEdge, GatewayEdgeArgs
-from infra.foundation import Foundation
-from infra.lb_controller import LoadBalancerController, LoadBalancerControllerArgs
-from infra.mesh import GATEWAY_NAMESPACE, GATEWAY_SELECTOR, Mesh, MeshArgs, Route
-from infra.monitoring import Monitoring, MonitoringArgs, ScrapeTarget
-from infra.observability import Observability, ObservabilityArgs, eks_log_group_names
-from infra.workloads import SERVICE_PORT, Workloads, WorkloadsArgs, WorkloadService, labels
+from infra.eks.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
+from infra.eks.cluster import Cluster, ClusterArgs
+from infra.eks.lb_controller import LoadBalancerController, LoadBalancerControllerArgs
+from infra.eks.mesh import GATEWAY_NAMESPACE, GATEWAY_SELECTOR, Mesh, MeshArgs, Route
+from infra.eks.monitoring import Monitoring, MonitoringArgs, ScrapeTarget
+from infra.eks.workloads import SERVICE_PORT, Workloads, WorkloadsArgs, WorkloadService, labels
+from infra.shared.api_keys import ApiKeysSecret, ApiKeysSecretArgs, ApiKeysSync, ApiKeysSyncArgs
+from infra.shared.cache import CacheAccess, CacheAccessArgs
+from infra.shared.container_env import CONTAINER_PORT
+from infra.shared.edge import GatewayEdge, GatewayEdgeArgs
+from infra.shared.foundation import Foundation
+from infra.shared.observability import Observability, ObservabilityArgs, eks_log_group_names
 
 # Every Helm release this platform installs; infra/capacity.py holds the requests of each.
 HELM_RELEASES = ["metrics-server", "istio-base", "istiod", "istio-ingressgateway", "cluster-autoscaler",

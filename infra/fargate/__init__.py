@@ -1,0 +1,1 @@
+"""The `platform: fargate` stack: ECS cluster and services, the ALB, CloudWatch dashboard and alarms."""
