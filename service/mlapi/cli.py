@@ -1,4 +1,8 @@
-"""The `mlapi` command: `bake` a model directory at build time, `serve` it at run time, manage API `keys`."""
+"""The `mlapi` command: `bake` a model directory at build time, `serve` it at run time, manage API `keys`.
+
+Each command imports what it needs when it runs: `mlapi keys` works with the standard library alone, in the
+environment `pulumi install` creates (the package with its `infra` extra, docs/deploy.md).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,6 @@ import logging
 import os
 import sys
 from pathlib import Path
-
-from pydantic import ValidationError
 
 
 def _bake(args: argparse.Namespace) -> int:
@@ -32,6 +34,8 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {"model_dir": args.model_dir, "host": args.host, "port": args.port}.items() if v}
     # Tokenizers' own thread pool fights the batcher's; the batcher already fills the cores.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from pydantic import ValidationError
+
     from .settings import Settings
 
     try:

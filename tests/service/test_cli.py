@@ -66,3 +66,42 @@ def test_serve_refuses_an_unbaked_directory(tmp_path) -> None:
     )
     assert result.returncode == 2
     assert "MLAPI_MODEL_DIR" in result.stderr and "mlapi bake" in result.stderr
+
+
+# What `pulumi install` puts into .venv (infra/requirements.txt: the package with its `infra` extra): none of the
+# service's runtime or bake dependencies. docs/deploy.md creates keys there with `.venv/bin/mlapi keys create`.
+_NOT_IN_THE_INFRA_ENVIRONMENT = ("pydantic", "pydantic_settings", "fastapi", "starlette", "uvicorn", "onnxruntime",
+                                 "tokenizers", "numpy", "redis", "orjson", "prometheus_client", "torch",
+                                 "transformers", "yaml")
+_WITHOUT_RUNTIME = f"""
+import sys
+class _Absent:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {_NOT_IN_THE_INFRA_ENVIRONMENT!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}")
+        return None
+sys.meta_path.insert(0, _Absent())
+from mlapi.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_keys_create_works_where_only_the_infra_extra_is_installed() -> None:
+    from mlapi.keys import KeyStore, parse_keys
+
+    result = subprocess.run([sys.executable, "-c", _WITHOUT_RUNTIME, "keys", "create", "ci-deploy", "--rate", "5"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    key = next(line for line in lines if line.startswith("mlapi_"))
+    entry = next(line for line in lines if line.startswith("ci-deploy "))
+    store = KeyStore(parse_keys(entry))
+    found = store.lookup(key)
+    assert found is not None and found.name == "ci-deploy" and found.rate == 5
+
+
+def test_the_guard_itself_refuses_the_service_runtime() -> None:
+    # The same guard around `mlapi serve`, which does need pydantic: it must fail, or the test above proves nothing.
+    result = subprocess.run([sys.executable, "-c", _WITHOUT_RUNTIME, "serve", "--model-dir", "/nonexistent"],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0 and "No module named 'pydantic" in result.stderr
