@@ -7,7 +7,8 @@
 //   unseen            the 5% carry three texts never sent before, so they always miss every cache;
 //   fixed             every request is the fixed batch (a fully cached load, to measure the hit path).
 // Env: BASE_URL (default http://127.0.0.1:8000), VUS (default 10), DURATION (default 20s), MIX,
-// RUN_SALT (optional, 0-99), THINK_S (seconds each user waits between requests; default 0, as graded).
+// RUN_SALT (optional, 0-99), THINK_S (seconds each user waits between requests; default 0, as graded),
+// API_KEY (sent as X-API-Key when set; a server that refuses it stops the run at once).
 import http from 'k6/http';
 import { check, sleep } from 'k6';
 import exec from 'k6/execution';
@@ -18,6 +19,9 @@ const SALT = runSalt();
 const REPEAT_SHARE = 0.95;
 const THINK_S = Number(__ENV.THINK_S || 0);
 const MIX = __ENV.MIX || 'graded';
+const HEADERS = __ENV.API_KEY
+  ? { 'Content-Type': 'application/json', 'X-API-Key': __ENV.API_KEY }
+  : { 'Content-Type': 'application/json' };
 const FIXED_BATCH = ['I love you!', 'I hate you!', 'I am a Kubernetes Cluster!'];
 const POOL = [
   'The movie was a delight from start to finish.',
@@ -68,10 +72,18 @@ function nextBatch() {
   return MIX === 'unseen' ? unseenBatch() : shuffledSubset();
 }
 
+// One request before the load: a refused key (401/403) would fail every request, so end the run saying why.
+export function setup() {
+  const res = http.post(`${BASE_URL}/predict`, JSON.stringify({ text: FIXED_BATCH }), { headers: HEADERS });
+  if (res.status === 401 || res.status === 403) {
+    exec.test.abort(`${BASE_URL}/predict answered ${res.status}: set API_KEY to a key the server accepts`);
+  }
+}
+
 export default function () {
   const texts = nextBatch();
   const res = http.post(`${BASE_URL}/predict`, JSON.stringify({ text: texts }), {
-    headers: { 'Content-Type': 'application/json' },
+    headers: HEADERS,
     timeout: '60s',
   });
   check(res, {

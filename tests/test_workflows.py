@@ -204,16 +204,25 @@ def test_deploy_smokes_then_runs_k6_after_pulumi_up(deploy: dict):
 # --- the deploy job's smoke and k6 steps, executed -------------------------------------------------
 
 
+CI_KEY = "mlapi_ci-key-for-the-fake-server"
+
+
 class _PredictRecorder(BaseHTTPRequestHandler):
+    """A /predict stub that, like both stacks, refuses a request without the right X-API-Key (401)."""
+
     failing: frozenset[str] = frozenset()
     requests: list[tuple[str, dict]] = []
+    api_key: str = CI_KEY
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).requests.append((self.path, body))
         failed = any(self.path.startswith(prefix) for prefix in type(self).failing)
-        payload = b'{"error": "boom"}' if failed else b'{"predictions": [[0.1, 0.9]]}'
-        self.send_response(500 if failed else 200)
+        refused = self.headers.get("X-API-Key") != type(self).api_key
+        status = 401 if refused else (500 if failed else 200)
+        payload = (b'{"detail": "API key required", "error": "unauthorized", "error_type": "unauthorized"}'
+                   if refused else b'{"error": "boom"}' if failed else b'{"predictions": [[0.1, 0.9]]}')
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -228,8 +237,8 @@ def predict_server():
     """Starts a local /predict stub; call it with the path prefixes that should answer 500."""
     servers = []
 
-    def start(*failing: str):
-        handler = type("Handler", (_PredictRecorder,), {"failing": frozenset(failing), "requests": []})
+    def start(*failing: str, key: str = CI_KEY):
+        handler = type("Handler", (_PredictRecorder,), {"failing": frozenset(failing), "requests": [], "api_key": key})
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
@@ -248,7 +257,7 @@ def run_step(
         pytest.skip("curl not found; the deploy runner has it")
     job_steps = steps(deploy, "deploy")
     step = job_steps[step_index(job_steps, lambda s: named(s, name_word))]
-    full_env = {**os.environ, **{k: str(v) for k, v in step.get("env", {}).items()}, **env,
+    full_env = {**os.environ, **{k: str(v) for k, v in step.get("env", {}).items()}, "API_KEY": CI_KEY, **env,
                 "RUNNER_TEMP": str(tmp_path)}
     return subprocess.run(["bash", "-c", step["run"]], env=full_env, cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
@@ -262,6 +271,52 @@ def test_smoke_step_passes_when_every_url_answers_predict(deploy: dict, predict_
     assert sorted(path for path, _ in handler.requests) == ["/lab/predict", "/project/predict"]
     for _, body in handler.requests:
         assert isinstance(body["text"], list) and body["text"]
+
+
+def test_deploy_steps_send_the_ci_key_from_the_environment_secret(deploy: dict):
+    job_steps = steps(deploy, "deploy")
+    for word in ("Smoke", "k6 run"):
+        step = job_steps[step_index(job_steps, lambda s, w=word: named(s, w))]
+        assert step["env"]["API_KEY"] == "${{ secrets.MLAPI_CI_API_KEY }}", word
+
+
+def test_smoke_step_sends_the_key_the_stack_checks(deploy: dict, predict_server, tmp_path: Path):
+    base, handler = predict_server(key="the-stacks-key")
+    urls = {"project": f"{base}/project"}
+    proc = run_step(deploy, "Smoke", {"SERVICE_URLS": json.dumps(urls), "SMOKE_RETRIES": "0",
+                                      "API_KEY": "the-stacks-key"}, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_smoke_step_fails_at_once_with_a_clear_message_when_the_key_is_refused(
+    deploy: dict, predict_server, tmp_path: Path
+):
+    # The job's own retry budget (18 x 10 s) would take 3 minutes; a refused key must not wait for any of it.
+    base, handler = predict_server(key="the-stacks-key")
+    urls = {"project": f"{base}/project", "lab": f"{base}/lab"}
+    proc = run_step(deploy, "Smoke", {"SERVICE_URLS": json.dumps(urls), "API_KEY": "another-key"}, tmp_path)
+    assert proc.returncode != 0
+    assert len(handler.requests) == 1
+    assert "answered 401" in proc.stdout and "MLAPI_CI_API_KEY" in proc.stdout
+
+
+def test_smoke_step_fails_with_a_clear_message_when_no_key_is_configured(
+    deploy: dict, predict_server, tmp_path: Path
+):
+    base, handler = predict_server()
+    proc = run_step(deploy, "Smoke", {"SERVICE_URLS": json.dumps({"p": f"{base}/p"}), "API_KEY": ""}, tmp_path)
+    assert proc.returncode != 0
+    assert "MLAPI_CI_API_KEY is empty" in proc.stdout
+    assert handler.requests == []
+
+
+def test_smoke_step_still_retries_while_the_service_is_not_up(deploy: dict, predict_server, tmp_path: Path):
+    base, handler = predict_server("/lab")
+    urls = {"lab": f"{base}/lab"}
+    proc = run_step(deploy, "Smoke", {"SERVICE_URLS": json.dumps(urls), "SMOKE_RETRIES": "2",
+                                      "SMOKE_RETRY_DELAY": "0"}, tmp_path)
+    assert proc.returncode != 0
+    assert len(handler.requests) == 3 and "after 2 retries" in proc.stdout
 
 
 def test_smoke_step_fails_when_one_url_answers_an_error(deploy: dict, predict_server, tmp_path: Path):
@@ -296,14 +351,15 @@ def test_k6_step_runs_the_seed_profile_against_each_smoked_url(deploy: dict, pre
     bin_dir.mkdir()
     calls = tmp_path / "k6-calls.txt"
     fake_k6 = bin_dir / "k6"
-    fake_k6.write_text(f'#!/usr/bin/env bash\necho "$*" >> "{calls}"\n')
+    fake_k6.write_text(f'#!/usr/bin/env bash\necho "API_KEY=$API_KEY $*" >> "{calls}"\n')
     fake_k6.chmod(0o755)
     path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
     proc = run_step(deploy, "k6 run", {"PATH": path}, tmp_path)
     assert proc.returncode == 0, proc.stderr
+    # The key reaches k6 through its environment (seed_profile.js reads API_KEY), never on the command line.
     assert calls.read_text().splitlines() == [
-        f"run -e BASE_URL={base}/lab --duration 30s load/seed_profile.js",
-        f"run -e BASE_URL={base}/project --duration 30s load/seed_profile.js",
+        f"API_KEY={CI_KEY} run -e BASE_URL={base}/lab --duration 30s load/seed_profile.js",
+        f"API_KEY={CI_KEY} run -e BASE_URL={base}/project --duration 30s load/seed_profile.js",
     ]
     assert (ROOT / "load" / "seed_profile.js").is_file()
 

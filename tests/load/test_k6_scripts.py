@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import bench
@@ -66,3 +69,57 @@ def test_spike_keeps_a_p95_and_error_rate_per_window() -> None:
     windows = {name for name in thresholds if name.startswith("http_req_duration{window:")}
     assert len(windows) == 13  # 12 s in 1 s windows, plus the one k6 stops in
     assert "shed_503{phase:spike}" in thresholds
+
+
+class _KeyedPredict(BaseHTTPRequestHandler):
+    """/predict answering like mlapi behind API keys: 401 without the key, one prediction list per text with it."""
+
+    key = "mlapi_the-right-key"
+    seen: list[str | None] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        texts = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["text"]
+        type(self).seen.append(self.headers.get("X-API-Key"))
+        if self.headers.get("X-API-Key") != type(self).key:
+            status, body = 401, {"detail": "API key required", "error": "unauthorized"}
+        else:
+            status, body = 200, {"predictions": [[{"label": "POSITIVE", "score": 0.9},
+                                                  {"label": "NEGATIVE", "score": 0.1}] for _ in texts]}
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("api_key", "passes"), [("mlapi_the-right-key", True), ("mlapi_a-wrong-key", False)])
+def test_seed_profile_sends_api_key_and_stops_at_once_when_it_is_refused(api_key: str, passes: bool) -> None:
+    try:
+        k6 = bench.k6_bin()
+    except SystemExit:
+        pytest.skip("k6 is not installed")
+    handler = type("Handler", (_KeyedPredict,), {"seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = subprocess.run(
+            [k6, "run", "--quiet", "-e", f"BASE_URL=http://127.0.0.1:{server.server_address[1]}", "-e", "VUS=1",
+             "-e", "THINK_S=0.2", "--duration", "2s", str(LOAD_DIR / "seed_profile.js")],
+            env={**os.environ, "API_KEY": api_key}, capture_output=True, text=True, timeout=120, check=False,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert set(handler.seen) == {api_key}
+    if passes:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert len(handler.seen) > 2
+    else:
+        # Aborted in setup: one request, and the reason in the output, instead of 30 s of 401s.
+        assert done.returncode != 0
+        assert handler.seen == [api_key]
+        assert "answered 401" in done.stdout + done.stderr
