@@ -5,6 +5,10 @@ service (AWS/ECS: CPUUtilization, MemoryUtilization) and Container Insights the 
 RunningTaskCount, DesiredTaskCount), both with ClusterName + ServiceName. The alarms hold the same SLOs as the
 Prometheus rules of the EKS platform (monitoring/prometheus/alerts.yaml): 5xx share, p99 latency, targets not
 healthy, running at the scaling ceiling. They notify an SNS topic when `mlapi:alarmEmail` is set.
+
+The topic is encrypted with a customer-managed KMS key whose policy lets CloudWatch use it: the AWS-managed
+`alias/aws/sns` key admits no service principal, so alarms could not publish to a topic under it (CloudWatch user
+guide, "Using Amazon CloudWatch alarms": encrypted SNS topics need a customer-managed key).
 """
 
 from __future__ import annotations
@@ -23,6 +27,33 @@ NOT_READY_MINUTES = 10  # MlapiPodsNotReady: unhealthy targets for 10 minutes
 AT_MAX_MINUTES = 15  # MlapiHpaAtMax: at the maximum task count for 15 minutes
 SATURATION_PERCENT = 90.0  # CPU or memory this high, this long, means scaling is not keeping up
 PERIOD = 60
+
+
+def alarm_key_policy(account_id: str) -> str:
+    """KMS key policy: the account administers the key (IAM policies decide who), and CloudWatch of this account
+    may encrypt alarm notifications with it."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "AccountAdministersTheKey",
+                    "Effect": "Allow",
+                    "Principal": {"AWS": f"arn:aws:iam::{account_id}:root"},
+                    "Action": "kms:*",
+                    "Resource": "*",
+                },
+                {
+                    "Sid": "CloudWatchAlarmsPublish",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                    "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                    "Resource": "*",
+                    "Condition": {"StringEquals": {"aws:SourceAccount": account_id}},
+                },
+            ],
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -136,11 +167,20 @@ class CloudWatchMonitoring(pulumi.ComponentResource):
         actions: list[pulumi.Input[str]] = []
         self.alarm_topic_arn = None
         if args.alarm_email:
+            identity = aws.get_caller_identity_output(opts=pulumi.InvokeOptions(parent=self))
+            key = aws.kms.Key(
+                f"{name}-alarms-key",
+                description=f"Encrypts the {args.dashboard_name} alarm topic; CloudWatch may use it",
+                enable_key_rotation=True,
+                deletion_window_in_days=7,
+                policy=identity.account_id.apply(alarm_key_policy),
+                tags=args.tags,
+                opts=child,
+            )
             topic = aws.sns.Topic(
                 f"{name}-alarms",
                 name=f"{args.dashboard_name}-alarms",
-                # AWS-managed key: encrypted at rest, and CloudWatch may still publish to it.
-                kms_master_key_id="alias/aws/sns",
+                kms_master_key_id=key.arn,
                 tags=args.tags,
                 opts=child,
             )

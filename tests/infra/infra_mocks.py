@@ -76,6 +76,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if args.token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
             return {"userName": "AWS", "password": "ecr-password", "authorizationToken": "dG9rZW4=",
                     "proxyEndpoint": f"https://{REPOSITORY_URL.split('/')[0]}", "expiresAt": "", "id": ACCOUNT}
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:role/deploy", "id": ACCOUNT,
+                    "userId": "AROAEXAMPLE"}
         return {}
 
     @staticmethod
@@ -86,7 +89,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         if typ == "eks:index:Cluster":
             kubeconfig = json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": []})
             return {"kubeconfigJson": kubeconfig, "kubeconfig": json.loads(kubeconfig),
-                    "nodeSecurityGroupId": NODE_SG, "clusterSecurityGroupId": NODE_SG,
+                    "nodeSecurityGroupId": "", "clusterSecurityGroupId": NODE_SG,
+                    "autoModeNodeRoleName": "mlapi-dev-eks-auto-mode-node-role",
                     "oidcProviderArn": f"arn:aws:iam::{ACCOUNT}:oidc-provider/oidc.eks.{REGION}.amazonaws.com/id/X",
                     "oidcProviderUrl": "", "oidcIssuer": "", "clusterIngressRuleId": ""}
         if typ == "aws:ecr/repository:Repository":

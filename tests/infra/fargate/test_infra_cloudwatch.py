@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from component_harness import declare
-from infra_mocks import Recorded, plain
+from infra_mocks import ACCOUNT, REGION, Recorded, plain
 
 from infra.fargate.cloudwatch import (
     ERROR_RATE_PERCENT,
@@ -163,13 +163,28 @@ def test_no_topic_and_no_actions_without_email(quiet: list[Recorded]) -> None:
 
 def test_email_creates_encrypted_topic_every_alarm_notifies(notifying: list[Recorded]) -> None:
     [topic] = [r for r in notifying if r.typ == "aws:sns/topic:Topic"]
-    assert topic.inputs["kmsMasterKeyId"] == "alias/aws/sns"
+    [key] = [r for r in notifying if r.typ == "aws:kms/key:Key"]
+    # A customer-managed key (the AWS-managed alias/aws/sns admits no CloudWatch): the topic names its ARN.
+    assert topic.inputs["kmsMasterKeyId"] == f"arn:aws:kms:{REGION}:{ACCOUNT}:{key.name}"
+    assert key.inputs["enableKeyRotation"] is True
     [sub] = [r for r in notifying if r.typ == "aws:sns/topicSubscription:TopicSubscription"]
     assert (sub.inputs["protocol"], sub.inputs["endpoint"]) == ("email", "oncall@example.com")
     found = alarms(notifying)
     assert len(found) == 7 * len(SERVICES)
     for alarm in found.values():
         assert len(alarm["alarmActions"]) == 1 and alarm["alarmActions"] == alarm["okActions"]
+
+
+def test_alarm_key_policy_lets_cloudwatch_of_this_account_encrypt(notifying: list[Recorded]) -> None:
+    [key] = [r for r in notifying if r.typ == "aws:kms/key:Key"]
+    statements = json.loads(key.inputs["policy"])["Statement"]
+    publish = [s for s in statements if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
+    assert len(publish) == 1
+    assert set(publish[0]["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    assert publish[0]["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
+    # Without an administering statement for the account, nobody could ever change or delete the key.
+    assert any(s["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT}:root"} and s["Action"] == "kms:*"
+               for s in statements)
 
 
 def _alert(name: str) -> dict[str, Any]:
