@@ -11,6 +11,7 @@ import fnmatch
 import hashlib
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,28 +88,50 @@ def _may_reinclude(directory: str, rules: list[Rule]) -> bool:
 
 def context_files(context: Path) -> list[Path]:
     """Every file of the build context that docker would send, sorted."""
+    return [p for p in context_entries(context) if not p.is_dir() or p.is_symlink()]
+
+
+def context_entries(context: Path) -> list[Path]:
+    """Every file, symlink and directory of the build context that docker would send, sorted."""
     rules = dockerignore_patterns(context)
     found: list[Path] = []
     for root, dirs, files in os.walk(context):
         base = Path(root).relative_to(context).as_posix()
         prefix = "" if base == "." else base + "/"
         dirs[:] = sorted(d for d in dirs if is_sent(prefix + d, rules) or _may_reinclude(prefix + d, rules))
+        found.extend(Path(root, d) for d in dirs if is_sent(prefix + d, rules))
         found.extend(Path(root, f) for f in files if is_sent(prefix + f, rules))
     return sorted(found)
 
 
-def context_hash(context: Path, dockerfile: Path) -> str:
-    """A short digest of exactly what a build reads: the Dockerfile plus the context as .dockerignore filters it.
+def _entry_digest(path: Path) -> bytes:
+    """What the build context transfer sends for one entry besides its name: its type and permission bits (the
+    mode BuildKit records and COPY keeps), and the file's bytes or the link's target."""
+    info = path.lstat()
+    kind = "l" if stat.S_ISLNK(info.st_mode) else ("d" if stat.S_ISDIR(info.st_mode) else "f")
+    header = f"{kind}{stat.S_IMODE(info.st_mode):04o}\0".encode()
+    if kind == "l":
+        return header + os.readlink(path).encode()
+    if kind == "d":
+        return header
+    return header + hashlib.sha256(path.read_bytes()).digest()
 
-    Tags are immutable in the repository, so any change to a file the image can copy must give a new tag, and a
-    change to anything docker never sees must not (it would rebuild and re-push an existing tag, which ECR
-    refuses with ImageTagAlreadyExistsException).
+
+def context_hash(context: Path, dockerfile: Path) -> str:
+    """A short digest of exactly what a build reads: the Dockerfile plus the context as .dockerignore filters it,
+    each entry with its type and mode as the context transfer sends them.
+
+    Tags are immutable in the repository, so any change to what the image can copy must give a new tag (a chmod
+    included: the image keeps the mode, so a `chmod +x` is a different image), and a change to anything docker
+    never sees must not (it would rebuild and re-push an existing tag, which ECR refuses with
+    ImageTagAlreadyExistsException). Owners and mtimes are left out: COPY sets the owner, and a fresh clone
+    gives every file a new mtime, which would change the tag of every CI run.
     """
     digest = hashlib.sha256()
     digest.update(b"dockerfile\0" + dockerfile.read_bytes())
-    for path in context_files(context):
+    for path in context_entries(context):
         digest.update(path.relative_to(context).as_posix().encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update(_entry_digest(path))
     return digest.hexdigest()[:12]
 
 
