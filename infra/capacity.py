@@ -1,17 +1,22 @@
-"""What the EKS stack asks the scheduler for, as data, and whether the node group can hold it.
+"""What the EKS stack asks the scheduler for, as data, and whether the Auto Mode NodePool can hold it.
 
-Every pod the cluster runs is listed with its CPU and memory requests: the EKS add-ons (whose requests the
-program does not set), every Helm release the program installs (chart defaults, or the values the program
-passes, which it reads from here), and the model services from the stack config. Adding a release means adding
-its requests to `RELEASE_REQUESTS`; a test fails for any installed release missing from it.
+Every pod the program puts on the NodePool is listed with its CPU and memory requests: the DaemonSets of the
+CloudWatch add-on (whose requests the program does not set), every Helm release the program installs (chart
+defaults, or the values the program passes, which it reads from here), and the model services from the stack
+config. Adding a release means adding its requests to `RELEASE_REQUESTS`; a test fails for any installed release
+missing from it. On Auto Mode, CoreDNS, kube-proxy, the VPC CNI and the Pod Identity agent run as system services
+of the node image, not as pods (EKS user guide, "Monitor the EKS Auto Mode runtime"), so they are not listed.
 
-The node group must hold every DaemonSet on every node plus every Deployment at its minimum replicas on the
-minimum node count, and at maximum replicas (plus one surge pod per model service for a rolling update) on the
-maximum node count, each with `HEADROOM` left for what is not listed here (kubelet spikes, daemons added later).
+Karpenter launches nodes as pods go Pending and stops at the NodePool's `limits` (total vCPUs and memory of its
+nodes). The check: with every Deployment at its maximum replicas plus one surge pod per model service, the nodes
+that hold them, counted at the smallest size the NodePool may launch (the most per-node overhead), with
+`HEADROOM` left for bin-packing and what is not listed, stay within both limits; and every pod fits on one such
+node next to the DaemonSets.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -41,12 +46,8 @@ class PodRequests:
         return {"requests": {"cpu": f"{self.cpu_millicores}m", "memory": f"{self.memory_mib}Mi"}}
 
 
-# Pods EKS and its add-ons run; the program installs the add-ons but not their resource settings.
+# Pods of the EKS add-ons the program installs but whose resources it does not set (Container Insights).
 EKS_ADDONS: tuple[PodRequests, ...] = (
-    PodRequests("aws-node", "daemonset", 50, 64, source="vpc-cni add-on: aws-node 25m + network policy agent 25m"),
-    PodRequests("kube-proxy", "daemonset", 100, 32, source="kube-proxy add-on: 100m CPU request"),
-    PodRequests("eks-pod-identity-agent", "daemonset", 25, 32, source="eks-pod-identity-agent add-on, rounded up"),
-    PodRequests("coredns", "deployment", 100, 70, 2, 2, source="coredns add-on: 2 replicas, 100m / 70Mi"),
     PodRequests("cloudwatch-agent", "daemonset", 250, 128,
                 source="amazon-cloudwatch-observability chart 6.4.0 values.yaml agent.resources.requests"),
     PodRequests("fluent-bit", "daemonset", 50, 25,
@@ -54,6 +55,7 @@ EKS_ADDONS: tuple[PodRequests, ...] = (
     PodRequests("amazon-cloudwatch-observability-controller-manager", "deployment", 100, 64,
                 source="amazon-cloudwatch-observability chart 6.4.0 values.yaml manager.resources.requests"),
 )
+
 
 def _millicores(quantity: str) -> int:
     return int(quantity[:-1]) if quantity.endswith("m") else int(float(quantity) * 1000)
@@ -85,13 +87,6 @@ RELEASE_REQUESTS: dict[str, tuple[PodRequests, ...]] = {
     "istio-ingressgateway": (
         PodRequests("istio-ingressgateway", "deployment", 100, 128, 2, 4, source="set by the program (mesh.py)"),
     ),
-    "cluster-autoscaler": (
-        PodRequests("cluster-autoscaler", "deployment", 100, 300, source="set by the program (autoscaler.py)"),
-    ),
-    "aws-load-balancer-controller": (
-        PodRequests("aws-load-balancer-controller", "deployment", 100, 128, 2, 2,
-                    source="set by the program (lb_controller.py); chart default 2 replicas"),
-    ),
     # One pod each of Prometheus, Alertmanager, the operator, Grafana and kube-state-metrics (node-exporter off).
     "kube-prometheus-stack": tuple(
         _from_containers(pod, (monitoring.RESOURCES[c]["requests"] for c in containers),
@@ -105,40 +100,40 @@ RELEASE_REQUESTS: dict[str, tuple[PodRequests, ...]] = {
 }
 
 
+# GiB of memory per vCPU of each instance category the NodePool may launch (EC2 instance type specifications).
+MEMORY_PER_VCPU_GIB = {"c": 2, "m": 4, "r": 8}
+# Pods per node EKS Auto Mode configures with prefix delegation, for kube-reserved memory (the Kubernetes limit).
+MAX_PODS = 110
+
+
 @dataclass(frozen=True)
 class NodeShape:
-    """An instance type as the scheduler sees it: allocatable CPU and memory after kube-reserved and eviction."""
+    """An instance size as the scheduler sees it: allocatable CPU and memory after kube-reserved and eviction."""
 
     vcpus: int
     memory_mib: int
-    max_pods: int
+    max_pods: int = MAX_PODS
 
     @property
     def allocatable_cpu(self) -> int:
         """Millicores left after kube-reserved: 6% of the first core, 1% of the second, 0.5% of the next two,
-        0.25% of the rest (EKS AMI bootstrap, `get_cpu_millicores_to_reserve`)."""
+        0.25% of the rest (EKS node bootstrap, `get_cpu_millicores_to_reserve`)."""
         shares = (60, 10, 5, 5)
         reserved = sum(shares[: self.vcpus]) + max(0, self.vcpus - 4) * 2.5
         return int(self.vcpus * 1000 - reserved)
 
     @property
     def allocatable_memory(self) -> int:
-        """MiB left after kube-reserved (255 + 11 per pod) and the 100Mi eviction threshold (EKS AMI bootstrap),
-        and the ~7% the instance does not show the OS (8 GiB instances report about 7.6 GiB)."""
+        """MiB left after kube-reserved (255 + 11 per pod) and the 100Mi eviction threshold, and the ~7% the
+        instance does not show the OS (8 GiB instances report about 7.6 GiB)."""
         return int(self.memory_mib * 0.93) - (255 + 11 * self.max_pods) - 100
 
 
-# vCPUs, memory and max pods (amazon-eks-ami eni-max-pods.txt) of the instance types this project sizes for.
-NODE_SHAPES: dict[str, NodeShape] = {
-    "m6i.large": NodeShape(2, 8192, 29),
-    "m6i.xlarge": NodeShape(4, 16384, 58),
-    "m6i.2xlarge": NodeShape(8, 32768, 58),
-    "m7i.large": NodeShape(2, 8192, 29),
-    "m7i.xlarge": NodeShape(4, 16384, 58),
-    "m7i.2xlarge": NodeShape(8, 32768, 58),
-    "c6i.xlarge": NodeShape(4, 8192, 58),
-    "c7i.xlarge": NodeShape(4, 8192, 58),
-}
+def smallest_node(settings: ClusterSettings) -> NodeShape:
+    """The smallest node the NodePool may launch: fewest vCPUs, in the family with the least memory per vCPU."""
+    per_vcpu = min(MEMORY_PER_VCPU_GIB[family[0]] for family in settings.instance_families)
+    vcpus = min(settings.instance_cpus)
+    return NodeShape(vcpus, vcpus * per_vcpu * 1024)
 
 
 def service_requests(services: Iterable[ModelService]) -> tuple[PodRequests, ...]:
@@ -151,7 +146,7 @@ def service_requests(services: Iterable[ModelService]) -> tuple[PodRequests, ...
 
 
 def cluster_requests(services: Iterable[ModelService], releases: Iterable[str]) -> tuple[PodRequests, ...]:
-    """Everything the cluster schedules: add-ons, the given Helm releases and the model services."""
+    """Everything the NodePool schedules: add-ons, the given Helm releases and the model services."""
     missing = [r for r in releases if r not in RELEASE_REQUESTS]
     if missing:
         raise KeyError(f"no requests recorded for Helm release(s) {missing}: add them to RELEASE_REQUESTS")
@@ -160,42 +155,44 @@ def cluster_requests(services: Iterable[ModelService], releases: Iterable[str]) 
 
 @dataclass(frozen=True)
 class Load:
-    """Requested CPU (millicores) and memory (MiB) against what a node count offers."""
+    """Every Deployment at max replicas plus surge, the nodes of `shape` that hold it, and what they add up to."""
 
-    nodes: int
     cpu_requested: int
     memory_requested: int
-    cpu_allocatable: int
-    memory_allocatable: int
+    nodes: int
+    shape: NodeShape
 
     @property
-    def fits(self) -> bool:
-        """Within allocatable minus `HEADROOM`, for CPU and memory both."""
-        return (self.cpu_requested <= self.cpu_allocatable * (1 - HEADROOM)
-                and self.memory_requested <= self.memory_allocatable * (1 - HEADROOM))
+    def cpu_capacity(self) -> int:
+        """vCPUs of those nodes, as the NodePool's `limits.cpu` counts them."""
+        return self.nodes * self.shape.vcpus
+
+    @property
+    def memory_capacity_gib(self) -> int:
+        """GiB of those nodes, as the NodePool's `limits.memory` counts them."""
+        return self.nodes * self.shape.memory_mib // 1024
 
 
-def load(pods: Iterable[PodRequests], shape: NodeShape, nodes: int, at: Literal["min", "max"],
-         surge: Iterable[ModelService] = ()) -> Load:
-    """Requests of `pods` on `nodes` nodes with Deployments at their min or max replicas, plus one surge pod of
-    each service in `surge` (a rolling update with maxSurge 1)."""
-    cpu = memory = 0
-    for pod in pods:
-        count = nodes if pod.kind == "daemonset" else (pod.min_replicas if at == "min" else pod.max_replicas)
-        cpu += count * pod.cpu_millicores
-        memory += count * pod.memory_mib
+def load_at_max(pods: Iterable[PodRequests], shape: NodeShape, surge: Iterable[ModelService] = ()) -> Load:
+    """Deployments at their max replicas plus one surge pod of each service in `surge` (maxSurge 1), on nodes of
+    `shape` that each also run every DaemonSet, kept `HEADROOM` below allocatable."""
+    listed = list(pods)
+    daemons = [p for p in listed if p.kind == "daemonset"]
+    cpu = sum(p.cpu_millicores * p.max_replicas for p in listed if p.kind == "deployment")
+    memory = sum(p.memory_mib * p.max_replicas for p in listed if p.kind == "deployment")
     for svc in surge:
         cpu += svc.cpu_millicores
         memory += svc.memory_mib
-    return Load(nodes, cpu, memory, nodes * shape.allocatable_cpu, nodes * shape.allocatable_memory)
+    free_cpu = shape.allocatable_cpu * (1 - HEADROOM) - sum(p.cpu_millicores for p in daemons)
+    free_memory = shape.allocatable_memory * (1 - HEADROOM) - sum(p.memory_mib for p in daemons)
+    nodes = max(math.ceil(cpu / free_cpu), math.ceil(memory / free_memory), 1)
+    return Load(cpu, memory, nodes, shape)
 
 
 def capacity_problems(settings: ClusterSettings, services: tuple[ModelService, ...],
-                      releases: Iterable[str]) -> list[str]:
-    """Why the node group cannot hold the cluster (sentences), empty when it can at both ends."""
-    shape = NODE_SHAPES.get(settings.instance_type)
-    if shape is None:
-        return [f"{settings.instance_type} is not in infra/capacity.py NODE_SHAPES; add its shape to size it"]
+                      releases: Iterable[str]) -> list[tuple[str, str]]:
+    """Why the NodePool cannot hold the cluster, as (config key, sentence) pairs; empty when it can."""
+    shape = smallest_node(settings)
     pods = cluster_requests(services, releases)
     problems = []
     daemons = [p for p in pods if p.kind == "daemonset"]
@@ -203,14 +200,17 @@ def capacity_problems(settings: ClusterSettings, services: tuple[ModelService, .
     per_node_memory = shape.allocatable_memory - sum(p.memory_mib for p in daemons)
     for pod in pods:
         if pod.kind == "deployment" and (pod.cpu_millicores > per_node_cpu or pod.memory_mib > per_node_memory):
-            problems.append(f"one {pod.name} pod ({pod.cpu_millicores}m, {pod.memory_mib}Mi) is larger than what "
-                            f"a {settings.instance_type} has left after its DaemonSets")
-    for at, nodes, surge in (("min", settings.min_nodes, ()), ("max", settings.max_nodes, services)):
-        result = load(pods, shape, nodes, at, surge)  # type: ignore[arg-type]
-        if not result.fits:
-            problems.append(
-                f"at {at} replicas the cluster requests {result.cpu_requested}m CPU / {result.memory_requested}Mi, "
-                f"more than {nodes} x {settings.instance_type} can hold with {HEADROOM:.0%} headroom "
-                f"({result.cpu_allocatable}m / {result.memory_allocatable}Mi allocatable)"
-            )
+            problems.append(("nodeInstanceCpus", f"one {pod.name} pod ({pod.cpu_millicores}m, {pod.memory_mib}Mi) "
+                             f"is larger than what a {shape.vcpus}-vCPU {shape.memory_mib // 1024} GiB node has left "
+                             "after its DaemonSets"))
+    at_max = load_at_max(pods, shape, services)
+    needs = (f"at max replicas the cluster requests {at_max.cpu_requested}m CPU / {at_max.memory_requested}Mi, "
+             f"which takes {at_max.nodes} nodes of {shape.vcpus} vCPU / {shape.memory_mib // 1024} GiB with "
+             f"{HEADROOM:.0%} headroom")
+    if at_max.cpu_capacity > settings.cpu_limit:
+        problems.append(("nodePoolCpuLimit", f"{needs}: {at_max.cpu_capacity} vCPUs, more than the limit of "
+                         f"{settings.cpu_limit}"))
+    if at_max.memory_capacity_gib > settings.memory_gib:
+        problems.append(("nodePoolMemoryGib", f"{needs}: {at_max.memory_capacity_gib} GiB, more than the limit of "
+                         f"{settings.memory_gib}"))
     return problems

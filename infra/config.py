@@ -98,15 +98,23 @@ class ClusterAccess:
     preview_role_arn: str
 
 
+CapacityType = Literal["on-demand", "spot", "spot-and-on-demand"]
+
+
 @dataclass(frozen=True)
 class ClusterSettings:
-    """EKS control plane and managed node group sizing (only read for `platform: eks`)."""
+    """EKS control plane and the Auto Mode NodePool the workloads run on (only read for `platform: eks`).
+
+    The NodePool launches instances of `instance_families` with `instance_cpus` vCPUs, bought as
+    `capacity_type`, until the nodes it runs reach `cpu_limit` vCPUs or `memory_gib` GiB in all.
+    """
 
     kubernetes_version: str
-    instance_type: str
-    min_nodes: int
-    desired_nodes: int
-    max_nodes: int
+    instance_families: tuple[str, ...]
+    instance_cpus: tuple[int, ...]
+    capacity_type: CapacityType
+    cpu_limit: int
+    memory_gib: int
     public_access: bool
     public_access_cidrs: tuple[str, ...]
     access: ClusterAccess
@@ -185,10 +193,11 @@ DEFAULTS: dict[str, Any] = {
     "buildOnPreview": False,
     "keepImages": 10,
     "kubernetesVersion": versions.KUBERNETES_VERSION,
-    "nodeInstanceType": "m6i.xlarge",
-    "nodeMinSize": 2,
-    "nodeDesiredSize": 2,
-    "nodeMaxSize": 5,
+    "nodeInstanceFamilies": ["c7i", "c6i", "m7i", "m6i"],
+    "nodeInstanceCpus": [4, 8],
+    "nodeCapacityType": "on-demand",
+    "nodePoolCpuLimit": 32,
+    "nodePoolMemoryGib": 128,
     "apiPublicAccess": True,
     "apiPublicAccessCidrs": [],
     "clusterAdminArns": [],
@@ -224,6 +233,13 @@ SERVICE_DEFAULTS: dict[str, Any] = {
 _SERVICE_KEYS = {"name", "modelId", "pathPrefix", "cachePrefix", "intraOpThreads", "inferenceWorkers",
                  *SERVICE_DEFAULTS}
 _KNOWN_KEYS = {*DEFAULTS, "services"}
+# Keys of the managed node group that EKS Auto Mode replaced: a stack still setting them learns what to set instead.
+_RETIRED_KEYS = {
+    key: "was removed with the managed node group: EKS Auto Mode sizes the nodes; set nodeInstanceFamilies, "
+    "nodeInstanceCpus, nodeCapacityType, nodePoolCpuLimit and nodePoolMemoryGib instead (docs/deploy.md)"
+    for key in ("nodeInstanceType", "nodeMinSize", "nodeDesiredSize", "nodeMaxSize")
+}
+_FAMILY_RE = re.compile(r"^[cmr][5-8][a-z]*$")
 
 
 def _int(raw: Mapping[str, Any], key: str, label: str, low: int, high: int) -> int:
@@ -342,6 +358,9 @@ def _services(raw: Mapping[str, Any]) -> tuple[ModelService, ...]:
 def build_config(raw_values: Mapping[str, Any], *, project: str, stack: str, region: str) -> StackConfig:
     """Validate raw `mlapi:` values (already stripped of the namespace) into a `StackConfig`."""
     unknown = sorted(set(raw_values) - _KNOWN_KEYS)
+    for key in unknown:
+        if key in _RETIRED_KEYS:
+            raise ConfigError(key, _RETIRED_KEYS[key])
     if unknown:
         raise ConfigError(unknown[0], "unknown key; see Pulumi.yaml for the keys this project reads")
     raw = {**DEFAULTS, **raw_values}
@@ -354,12 +373,6 @@ def build_config(raw_values: Mapping[str, Any], *, project: str, stack: str, reg
     if not region:
         raise ConfigError("aws:region", "is required")
 
-    min_nodes = _int(raw, "nodeMinSize", "nodeMinSize", 1, 100)
-    desired = _int(raw, "nodeDesiredSize", "nodeDesiredSize", 1, 100)
-    max_nodes = _int(raw, "nodeMaxSize", "nodeMaxSize", 1, 100)
-    if not min_nodes <= desired <= max_nodes:
-        raise ConfigError("nodeDesiredSize", f"need nodeMinSize <= nodeDesiredSize <= nodeMaxSize, got "
-                          f"{min_nodes} / {desired} / {max_nodes}")
     public_access = _bool(raw, "apiPublicAccess", "apiPublicAccess")
     cidrs = tuple(_cidr(c, f"apiPublicAccessCidrs[{i}]") for i, c in enumerate(_list(raw, "apiPublicAccessCidrs")))
     for i, cidr in enumerate(cidrs):
@@ -409,10 +422,7 @@ def build_config(raw_values: Mapping[str, Any], *, project: str, stack: str, reg
         ),
         cluster=ClusterSettings(
             kubernetes_version=kubernetes_version,
-            instance_type=_str(raw, "nodeInstanceType", "nodeInstanceType"),
-            min_nodes=min_nodes,
-            desired_nodes=desired,
-            max_nodes=max_nodes,
+            **_node_pool(raw),
             public_access=public_access,
             public_access_cidrs=cidrs,
             access=_cluster_access(raw),
@@ -439,6 +449,33 @@ def build_config(raw_values: Mapping[str, Any], *, project: str, stack: str, reg
         ),
         services=_services(raw),
     )
+
+
+def _node_pool(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The NodePool's instance families, sizes, capacity type and limits."""
+    families = _list(raw, "nodeInstanceFamilies")
+    if not families:
+        raise ConfigError("nodeInstanceFamilies", "must list at least one instance family, e.g. c7i")
+    for i, family in enumerate(families):
+        if not isinstance(family, str) or not _FAMILY_RE.match(family):
+            raise ConfigError(f"nodeInstanceFamilies[{i}]", f"{family!r} is not a c, m or r family of generation "
+                              "5 to 8 (e.g. c7i, m7i, m6a): infra/capacity.py sizes nodes from those")
+    cpus = _list(raw, "nodeInstanceCpus")
+    if not cpus:
+        raise ConfigError("nodeInstanceCpus", "must list at least one vCPU count, e.g. [4, 8]")
+    for i, count in enumerate(cpus):
+        if isinstance(count, bool) or not isinstance(count, int) or count not in (2, 4, 8, 16, 32, 48, 64):
+            raise ConfigError(f"nodeInstanceCpus[{i}]", f"must be one of 2, 4, 8, 16, 32, 48, 64, got {count!r}")
+    capacity_type = raw["nodeCapacityType"]
+    if capacity_type not in ("on-demand", "spot", "spot-and-on-demand"):
+        raise ConfigError("nodeCapacityType", f"must be on-demand, spot or spot-and-on-demand, got {capacity_type!r}")
+    return {
+        "instance_families": tuple(families),
+        "instance_cpus": tuple(sorted(set(cpus))),
+        "capacity_type": capacity_type,
+        "cpu_limit": _int(raw, "nodePoolCpuLimit", "nodePoolCpuLimit", 2, 10_000),
+        "memory_gib": _int(raw, "nodePoolMemoryGib", "nodePoolMemoryGib", 4, 100_000),
+    }
 
 
 _PRINCIPAL_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:(role|user)/[\w+=,.@/-]+$")
@@ -506,7 +543,8 @@ def _retention(raw: Mapping[str, Any]) -> int:
     return days
 
 
-_STRUCTURED_KEYS = ("services", "apiPublicAccessCidrs", "clusterAdminArns")
+_STRUCTURED_KEYS = ("services", "apiPublicAccessCidrs", "clusterAdminArns", "nodeInstanceFamilies",
+                    "nodeInstanceCpus")
 
 
 def load() -> StackConfig:

@@ -2,7 +2,8 @@
 
 Pins move deliberately: bump a version here, in `config.py` DEFAULTS and in `Pulumi.yaml`, and the tests check
 that the pinned Kubernetes version is in EKS standard support (extended support costs more per cluster hour),
-that the pinned Istio release is maintained and supports it, and that Cluster Autoscaler matches its minor.
+that the pinned Istio release is maintained and supports it, and that every chart pinned has its default values
+vendored under tests/infra/charts/ at that version.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 
 # When these facts were last checked against their sources.
-REVIEWED = date(2026, 11, 25)
+REVIEWED = date(2026, 12, 5)
 
 # End of EKS standard support per Kubernetes minor (endoflife.date products/amazon-eks.md; EKS user guide,
 # "Understand the Kubernetes version lifecycle on EKS": 14 months of standard support, then 12 of extended).
@@ -37,32 +38,35 @@ class IstioRelease:
         return low <= _minor(kubernetes_version) <= high
 
 
-# istio.io "Supported Releases" table and release announcements; endoflife.date products/istio.md. 1.31.0
-# (2026-08-20) "is officially supported on Kubernetes versions 1.32 to 1.36"; a minor is supported until six
-# weeks after the N+2 minor ships, so 1.31's end of life is not announced yet.
+# Istio minors: the Kubernetes range each supports (istio.io "Supported Releases"; the lower bound is
+# istioctl/pkg/install/k8sversion/version.go MinK8SVersion at the release tag) and its end of life (None: not
+# announced). A minor is supported until six weeks after the N+2 minor ships. The istio/istio repository as last
+# read (snapshot of 2026-08-22, HEAD 86c9f01) has 1.30.3 (tagged 2026-07-13) as its newest release; 1.31 exists
+# only as 1.31.0-rc.0 (2026-08-19), so no 1.31.x is pinned or listed, and 1.30 stays supported until six weeks
+# after 1.32.0.
 ISTIO_RELEASES: dict[str, IstioRelease] = {
     "1.26": IstioRelease(("1.29", "1.33"), date(2025, 12, 22)),
     "1.27": IstioRelease(("1.29", "1.33"), date(2026, 4, 7)),
     "1.28": IstioRelease(("1.30", "1.34"), date(2026, 7, 1)),
     "1.29": IstioRelease(("1.31", "1.35"), date(2026, 8, 31)),
-    "1.30": IstioRelease(("1.32", "1.36"), date(2026, 11, 30)),
-    "1.31": IstioRelease(("1.32", "1.36"), None),
+    "1.30": IstioRelease(("1.32", "1.36"), None),
 }
 
-# Helm charts and images pinned by the program, with their source.
+# Helm charts pinned by the program. Each pin is a tag that exists in its repository, read at that tag (the
+# commit is noted); tests/infra/charts/README.md vendors each chart's values.yaml from the same commit.
 KUBERNETES_VERSION = "1.35"
-ISTIO_VERSION = "1.31.1"  # istio.io news/releases/1.31.x/announcing-1.31.1 (2026-09-21)
-METRICS_SERVER_CHART = "3.13.1"  # kubernetes-sigs/metrics-server tag metrics-server-helm-chart-3.13.1
-# Cluster Autoscaler's minor must equal the cluster's (kubernetes/autoscaler cluster-autoscaler README, "Releases").
-CLUSTER_AUTOSCALER_CHART = "9.59.0"  # kubernetes/autoscaler tag cluster-autoscaler-chart-9.59.0
-CLUSTER_AUTOSCALER_IMAGES: dict[str, str] = {"1.35": "v1.35.2", "1.36": "v1.36.1"}
-# kube-prometheus-stack: the newest release whose chart values and CRDs were read (prometheus-community/helm-charts
-# charts/kube-prometheus-stack/Chart.yaml, 2026-08-22); the chart has no support window, only the latest release.
+# istio/istio tag 1.30.3, commit 56df41f63e513f834c9a3af33d8aed82d1d961f2 (charts base, istiod, gateway).
+ISTIO_VERSION = "1.30.3"
+# kubernetes-sigs/metrics-server tag metrics-server-helm-chart-3.13.1, commit 842dcc8c (2026-06-11), the newest
+# chart tag. EKS Auto Mode does not run metrics-server, and the HPAs need it.
+METRICS_SERVER_CHART = "3.13.1"
+# prometheus-community/helm-charts tag kube-prometheus-stack-88.5.3, commit ea930bae (2026-08-21), the newest
+# release of the chart in the repository as read; the chart has no support window, only the latest release.
 KUBE_PROMETHEUS_STACK_CHART = "88.5.3"
-# external-secrets supports only its latest minor (docs/introduction/stability-support.md); 2.14.0 is the newest
-# release seen (its release notes); values and CRDs were read at v2.9.0 and are unchanged in shape since.
-EXTERNAL_SECRETS_CHART = "2.14.0"
-AWS_LOAD_BALANCER_CONTROLLER_CHART = "3.5.0"  # kubernetes-sigs/aws-load-balancer-controller v3.5.0 (eks-charts)
+# external-secrets/external-secrets tag helm-chart-2.9.0, commit cc5bfbc2 (2026-08-08), the newest chart release
+# in the repository as read. The project supports only its latest minor (docs/introduction/stability-support.md):
+# check for a newer one before each upgrade. (2.14.0, pinned before, has no tag in the repository.)
+EXTERNAL_SECRETS_CHART = "2.9.0"
 
 
 def _minor(version: str) -> int:
@@ -73,7 +77,7 @@ def _minor(version: str) -> int:
 
 
 def istio_minor(version: str) -> str:
-    """`1.31.1` -> `1.31`."""
+    """`1.30.3` -> `1.30`."""
     return ".".join(version.split(".")[:2])
 
 

@@ -1,5 +1,11 @@
-"""The EKS cluster: control plane, a managed node group in the private subnets, and the Kubernetes provider that
-every Kubernetes object in this program is created through.
+"""The EKS cluster on EKS Auto Mode, and the Kubernetes provider every Kubernetes object in this program uses.
+
+Auto Mode (pulumi-eks `Cluster(auto_mode=...)`) has AWS run what a cluster used to need installed and
+permissioned by hand: compute autoscaling (Karpenter), the load balancer controller, the Pod Identity agent,
+CoreDNS, kube-proxy, the VPC CNI and block storage, all outside the cluster's own pods (EKS user guide, "Automate
+cluster infrastructure with EKS Auto Mode"). Only the built-in `system` NodePool is kept (for what Auto Mode itself
+schedules); every workload of the stack runs on the program's own NodePool (node_pool.py). metrics-server is not
+part of Auto Mode, and the HPAs need it, so it is installed here.
 
 Nothing here relies on the ambient kubeconfig: the provider is built from the cluster's own `kubeconfig_json`
 and the stack sets `pulumi:disable-default-providers: [kubernetes]`, so no object can land in whatever cluster
@@ -8,7 +14,6 @@ kubectl happens to point at (pulumi-eks #745, pulumi-kubernetes #1565).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import pulumi
@@ -16,18 +21,15 @@ import pulumi_aws as aws
 import pulumi_eks as eks
 import pulumi_kubernetes as k8s
 
+from infra.capacity import RELEASE_REQUESTS
 from infra.config import ClusterSettings
 from infra.eks.access import AccessEntries, AccessEntriesArgs
+from infra.eks.node_pool import NodePool, NodePoolArgs
 
-_NODE_POLICIES = {
-    "worker": "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
-    "cni": "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
-    "ecr": "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
-    # Lets the CloudWatch observability add-on on each node publish Container Insights metrics and logs.
-    "cloudwatch": "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy",
-}
 CONTROL_PLANE_LOG_TYPES = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 METRICS_SERVER_REPO = "https://kubernetes-sigs.github.io/metrics-server/"
+# Lets the CloudWatch observability add-on's agent on each node publish Container Insights metrics and logs.
+CLOUDWATCH_AGENT_POLICY = "arn:aws:iam::aws:policy/CloudWatchAgentServerPolicy"
 
 
 @dataclass(frozen=True)
@@ -44,14 +46,14 @@ class ClusterArgs:
 
 
 class Cluster(pulumi.ComponentResource):
-    """EKS with API authentication, an OIDC provider, encrypted secrets, control-plane logs and metrics-server."""
+    """EKS Auto Mode with API authentication, an OIDC provider, encrypted secrets, control-plane logs, Container
+    Insights, metrics-server and the stack's NodePool; `ready` is what every in-cluster object waits for."""
 
     cluster_name: pulumi.Output[str]
     kubeconfig: pulumi.Output[str]
     node_security_group_id: pulumi.Output[str]
     oidc_provider_arn: pulumi.Output[str]
     provider: k8s.Provider
-    pod_identity_agent: pulumi.Resource
     ready: list[pulumi.Resource]
 
     def __init__(self, name: str, args: ClusterArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -67,24 +69,6 @@ class Cluster(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
-        node_role = aws.iam.Role(
-            f"{name}-node-role",
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}
-                    ],
-                }
-            ),
-            tags=args.tags,
-            opts=child,
-        )
-        attachments = [
-            aws.iam.RolePolicyAttachment(f"{name}-node-{role}", role=node_role.name, policy_arn=arn, opts=child)
-            for role, arn in _NODE_POLICIES.items()
-        ]
-
         cluster = eks.Cluster(
             f"{name}-eks",
             name=args.cluster_name,
@@ -96,44 +80,30 @@ class Cluster(pulumi.ComponentResource):
             endpoint_private_access=True,
             endpoint_public_access=settings.public_access,
             public_access_cidrs=list(settings.public_access_cidrs) or None,
-            # Access entries instead of the aws-auth ConfigMap; the creator gets cluster admin
-            # (https://docs.aws.amazon.com/eks/latest/userguide/grant-k8s-access.html#set-cam).
+            # Access entries instead of the aws-auth ConfigMap (Auto Mode requires them); the creator gets cluster
+            # admin (https://docs.aws.amazon.com/eks/latest/userguide/grant-k8s-access.html#set-cam).
             authentication_mode=eks.AuthenticationMode.API,
             create_oidc_provider=True,
             skip_default_node_group=True,
-            # Managed node groups use the security group EKS creates; with the defaults skipped,
-            # node_security_group_id is that group, the one Redis must admit (pulumi-eks Cluster docs).
+            # With the defaults skipped, cluster_security_group_id is the group EKS creates, which Auto Mode nodes
+            # carry (node_pool.py selects it) and which Redis must admit (pulumi-eks Cluster docs).
             skip_default_security_groups=True,
             encryption_config_key_arn=secrets_key.arn,
             enabled_cluster_log_types=CONTROL_PLANE_LOG_TYPES,
-            # VPC CNI enforces NetworkPolicy only when asked to (EKS user guide, "Limit pod traffic").
-            vpc_cni_options=eks.VpcCniOptionsArgs(enable_network_policy=True),
+            # pulumi-eks creates the node role with its access entry; only the `system` pool is built in.
+            auto_mode=eks.AutoModeOptionsArgs(
+                enabled=True,
+                create_node_role=True,
+                compute_config=eks.ClusterComputeConfigArgs(node_pools=["system"]),
+            ),
             tags=args.tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=args.log_groups),
         )
-        node_group = eks.ManagedNodeGroup(
-            f"{name}-nodes",
-            cluster=cluster,
-            node_role=node_role,
-            instance_types=[settings.instance_type],
-            subnet_ids=args.private_subnet_ids,
-            scaling_config=aws.eks.NodeGroupScalingConfigArgs(
-                min_size=settings.min_nodes, desired_size=settings.desired_nodes, max_size=settings.max_nodes
-            ),
-            # Cluster Autoscaler owns the desired size once the group exists (autoscaler.py).
-            ignore_scaling_changes=True,
-            labels={"mlapi/pool": "models"},
-            tags=args.tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=attachments),
-        )
-        insights = aws.eks.Addon(
-            f"{name}-container-insights",
-            cluster_name=args.cluster_name,
-            addon_name="amazon-cloudwatch-observability",
-            resolve_conflicts_on_create="OVERWRITE",
-            resolve_conflicts_on_update="OVERWRITE",
-            tags=args.tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster, node_group]),
+        cloudwatch_policy = aws.iam.RolePolicyAttachment(
+            f"{name}-node-cloudwatch",
+            role=cluster.auto_mode_node_role_name,
+            policy_arn=CLOUDWATCH_AGENT_POLICY,
+            opts=child,
         )
 
         self.cluster_name = cluster.urn.apply(lambda _: args.cluster_name)
@@ -142,22 +112,36 @@ class Cluster(pulumi.ComponentResource):
             AccessEntriesArgs(cluster_name=self.cluster_name, access=settings.access, tags=args.tags),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        # Pod Identity: how the in-cluster controllers (autoscaler, load balancer controller) get AWS credentials.
-        pod_identity = aws.eks.Addon(
-            f"{name}-pod-identity-agent",
-            cluster_name=self.cluster_name,
-            addon_name="eks-pod-identity-agent",
-            resolve_conflicts_on_create="OVERWRITE",
-            resolve_conflicts_on_update="OVERWRITE",
-            tags=args.tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[node_group]),
-        )
         self.provider = k8s.Provider(
             f"{name}-k8s",
             kubeconfig=cluster.kubeconfig_json,
             enable_server_side_apply=True,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[node_group, *access.ready]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*access.ready]),
         )
+        pool = NodePool(
+            f"{name}-pool",
+            NodePoolArgs(
+                settings=settings,
+                node_role_name=cluster.auto_mode_node_role_name,
+                private_subnet_ids=args.private_subnet_ids,
+                security_group_id=cluster.cluster_security_group_id,
+                provider=self.provider,
+                depends_on=[],
+                tags=args.tags,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        insights = aws.eks.Addon(
+            f"{name}-container-insights",
+            cluster_name=self.cluster_name,
+            addon_name="amazon-cloudwatch-observability",
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            tags=args.tags,
+            # Its agent pods need nodes to run on, and the node role's CloudWatch permission.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*pool.ready, cloudwatch_policy]),
+        )
+        (metrics_pod,) = RELEASE_REQUESTS["metrics-server"]
         metrics_server = k8s.helm.v3.Release(
             f"{name}-metrics-server",
             name="metrics-server",
@@ -165,16 +149,16 @@ class Cluster(pulumi.ComponentResource):
             version=settings.metrics_server_version,
             repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=METRICS_SERVER_REPO),
             namespace="kube-system",
+            values={"resources": metrics_pod.resources()},
             atomic=True,
             timeout=600,
-            opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
+            opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=pool.ready),
         )
 
         self.kubeconfig = pulumi.Output.secret(cluster.kubeconfig_json)
-        self.node_security_group_id = cluster.node_security_group_id
+        self.node_security_group_id = cluster.cluster_security_group_id
         self.oidc_provider_arn = cluster.oidc_provider_arn
-        self.pod_identity_agent = pod_identity
-        self.ready = [node_group, metrics_server, insights, pod_identity, *access.ready]
+        self.ready = [*pool.ready, metrics_server, insights, *access.ready]
         self.register_outputs(
             {
                 "cluster_name": self.cluster_name,

@@ -3,8 +3,14 @@
 Each model service is served under its own prefix by the service itself (`MLAPI_PATH_PREFIX`), so routes match
 the prefix and forward unchanged: no rewrite, and `/project/docs` links stay valid behind the gateway. The
 Istio charts are `helm.v3.Release`s (a v4 `Chart` cannot preview before the cluster exists,
-pulumi-kubernetes #3027), installed in order base (CRDs) -> istiod -> gateway, and the Gateway and
-VirtualService objects wait on the CRDs and the validating webhook.
+pulumi-kubernetes #3027), installed in order base (CRDs) -> istiod (its validating webhook admits every Istio
+object, its injector webhook the gateway pods) -> gateway, and the Gateway and VirtualService wait on istiod.
+
+The public entry is a Service of type LoadBalancer the program owns (the gateway chart's own Service is off): EKS
+Auto Mode's load balancer controller gives it an internet-facing NLB with IP targets. As a Pulumi resource its
+deletion waits until the Service is gone, which is after Auto Mode removed the NLB and dropped the Service's
+finalizer, so `pulumi destroy` never deletes the cluster or the VPC under a load balancer still standing (a Helm
+release uninstall returns at once and would leave it behind).
 """
 
 from __future__ import annotations
@@ -46,21 +52,22 @@ class MeshArgs:
     route_timeout_seconds: int
     certificate_arn: str
     depends_on: list[pulumi.Resource]
-    # The load balancer controller: its webhook must claim the gateway Service, not the in-tree provider.
-    load_balancer_controller: list[pulumi.Resource]
 
 
 _LB = "service.beta.kubernetes.io/aws-load-balancer-"
+# EKS Auto Mode's load balancer controller claims Services of this class (EKS user guide, "Use Service Annotations
+# to configure Network Load Balancers"); without it the legacy in-tree provider would make a Classic ELB.
+LOAD_BALANCER_CLASS = "eks.amazonaws.com/nlb"
+GATEWAY_LB_SERVICE = "istio-ingressgateway-nlb"
 
 
 def gateway_service(certificate_arn: str) -> dict[str, Any]:
-    """The gateway Service: an internet-facing NLB of the AWS Load Balancer Controller with IP targets, publishing
-    only what is served, 80, and 443 with TLS ended at the NLB when a certificate is configured (the chart's
-    default 15021 and 443 would be listeners with nothing behind them). The NLB health-checks each gateway pod's
-    readiness endpoint directly (IP targets need no Service port for it)."""
+    """The gateway's LoadBalancer Service spec and annotations: an internet-facing NLB of Auto Mode with IP targets
+    (the gateway pods directly, no NodePorts), publishing only what is served, 80, and 443 with TLS ended at the
+    NLB when a certificate is configured. The NLB health-checks each gateway pod's readiness endpoint directly
+    (IP targets need no Service port for it)."""
     ports = [{"name": "http2", "port": 80, "protocol": "TCP", "targetPort": 80}]
     annotations = {
-        _LB + "type": "external",
         _LB + "nlb-target-type": "ip",
         _LB + "scheme": "internet-facing",
         _LB + "healthcheck-protocol": "http",
@@ -72,7 +79,15 @@ def gateway_service(certificate_arn: str) -> dict[str, Any]:
         annotations[_LB + "ssl-cert"] = certificate_arn
         annotations[_LB + "ssl-ports"] = "443"
         annotations[_LB + "ssl-negotiation-policy"] = "ELBSecurityPolicy-TLS13-1-2-2021-06"
-    return {"type": "LoadBalancer", "ports": ports, "annotations": annotations}
+    spec = {
+        "type": "LoadBalancer",
+        "loadBalancerClass": LOAD_BALANCER_CLASS,
+        "selector": GATEWAY_SELECTOR,
+        "ports": ports,
+        # IP targets reach the pods without a NodePort; allocating them would only open ports on every node.
+        "allocateLoadBalancerNodePorts": False,
+    }
+    return {"spec": spec, "annotations": annotations}
 
 
 def http_routes(routes: list[Route], timeout_seconds: int) -> list[dict[str, object]]:
@@ -126,8 +141,10 @@ class Mesh(pulumi.ComponentResource):
             version=args.istio_version,
             repository_opts=repo,
             namespace=system_ns.metadata["name"],
-            values={"pilot": {"autoscaleMin": istiod_pod.min_replicas, "autoscaleMax": istiod_pod.max_replicas,
-                              "resources": istiod_pod.resources()}},
+            # The istiod chart reads its values flat; under `pilot:` (the old istio-operator layout) they are
+            # silently ignored (tests/infra/charts/istiod).
+            values={"autoscaleMin": istiod_pod.min_replicas, "autoscaleMax": istiod_pod.max_replicas,
+                    "resources": istiod_pod.resources()},
             atomic=True,
             timeout=600,
             opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[base])),
@@ -140,15 +157,14 @@ class Mesh(pulumi.ComponentResource):
             repository_opts=repo,
             namespace=gateway_ns.metadata["name"],
             values={
-                "service": gateway_service(args.certificate_arn),
+                # The chart's Service is off ("None"); the program owns the LoadBalancer Service below.
+                "service": {"type": "None"},
                 "resources": gateway_pod.resources(),
                 "autoscaling": {"minReplicas": gateway_pod.min_replicas, "maxReplicas": gateway_pod.max_replicas},
             },
             atomic=True,
             timeout=900,
-            opts=pulumi.ResourceOptions.merge(
-                k8s_opts, pulumi.ResourceOptions(depends_on=[istiod, *args.load_balancer_controller])
-            ),
+            opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[istiod])),
         )
         crd_ready = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[base, istiod, gateway]))
         k8s.apiextensions.CustomResource(
@@ -174,10 +190,14 @@ class Mesh(pulumi.ComponentResource):
             },
             opts=crd_ready,
         )
-        service = k8s.core.v1.Service.get(
-            f"{name}-gateway-service",
-            f"{GATEWAY_NAMESPACE}/{GATEWAY_RELEASE}",
-            opts=pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=[gateway]),
+        lb = gateway_service(args.certificate_arn)
+        service = k8s.core.v1.Service(
+            f"{name}-gateway-nlb",
+            metadata={"name": GATEWAY_LB_SERVICE, "namespace": gateway_ns.metadata["name"],
+                      "annotations": lb["annotations"]},
+            spec=lb["spec"],
+            # Created once the gateway pods run, so the NLB's first health checks find targets.
+            opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[gateway])),
         )
         self.load_balancer_host = service.status.apply(_lb_host)
         self.scheme = "https" if args.certificate_arn else "http"

@@ -1,5 +1,6 @@
-"""The `platform: eks` wiring: cluster, model workloads, and the Istio mesh that routes to them; then what
-operates them: the API keys secret and its sync, monitoring, and the gateway's edge policy."""
+"""The `platform: eks` wiring: the cluster on EKS Auto Mode, the model workloads with their API keys secret and
+its sync, and the Istio mesh that routes to them; then what operates them: monitoring and the gateway's edge
+policy."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ import pulumi
 
 from infra.capacity import capacity_problems
 from infra.config import PROJECT_ROOT, ConfigError, StackConfig
-from infra.eks.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from infra.eks.cluster import Cluster, ClusterArgs
-from infra.eks.lb_controller import LoadBalancerController, LoadBalancerControllerArgs
 from infra.eks.mesh import GATEWAY_NAMESPACE, GATEWAY_SELECTOR, Mesh, MeshArgs, Route
 from infra.eks.monitoring import Monitoring, MonitoringArgs, ScrapeTarget
 from infra.eks.workloads import SERVICE_PORT, Workloads, WorkloadsArgs, WorkloadService, labels
@@ -23,15 +22,13 @@ from infra.shared.foundation import Foundation
 from infra.shared.observability import Observability, ObservabilityArgs, eks_log_group_names
 
 # Every Helm release this platform installs; infra/capacity.py holds the requests of each.
-HELM_RELEASES = ["metrics-server", "istio-base", "istiod", "istio-ingressgateway", "cluster-autoscaler",
-                 "aws-load-balancer-controller", "kube-prometheus-stack", "external-secrets"]
+HELM_RELEASES = ["metrics-server", "istio-base", "istiod", "istio-ingressgateway", "kube-prometheus-stack",
+                 "external-secrets"]
 
 
 def check_capacity(cfg: StackConfig) -> None:
-    """Fail before declaring anything when the node group cannot hold the cluster at min or at max."""
-    for problem in capacity_problems(cfg.cluster, cfg.services, HELM_RELEASES):
-        key = "nodeMaxSize" if problem.startswith("at max") else (
-            "nodeMinSize" if problem.startswith("at min") else "nodeInstanceType")
+    """Fail before declaring anything when the NodePool cannot hold the cluster at its maximum replicas."""
+    for key, problem in capacity_problems(cfg.cluster, cfg.services, HELM_RELEASES):
         raise ConfigError(key, problem)
 
 
@@ -63,22 +60,26 @@ def deploy_eks(cfg: StackConfig, base: Foundation) -> dict[str, Any]:
             tags=tags,
         ),
     )
-    controllers = [cluster.pod_identity_agent, *cluster.ready]
-    ClusterAutoscaler(
-        "autoscaler",
-        ClusterAutoscalerArgs(
-            cluster_name=cfg.prefix, cluster_name_output=cluster.cluster_name,
-            kubernetes_version=cfg.cluster.kubernetes_version, region=cfg.region, provider=cluster.provider,
-            depends_on=controllers, tags=tags,
-        ),
+    keys = ApiKeysSecret(
+        "api-keys", ApiKeysSecretArgs(secret_name=f"{cfg.prefix}/api-keys", reader_roles=[], tags=tags)
     )
-    lb_controller = LoadBalancerController(
-        "lb-controller",
-        LoadBalancerControllerArgs(
-            cluster_name=cfg.prefix, cluster_name_output=cluster.cluster_name, vpc_id=base.network.vpc_id,
-            region=cfg.region, provider=cluster.provider, depends_on=controllers, tags=tags,
-        ),
-    )
+
+    def sync_keys(namespace: pulumi.Output[str]) -> list[pulumi.Resource]:
+        return ApiKeysSync(
+            "api-keys-sync",
+            ApiKeysSyncArgs(
+                eso_chart_version=cfg.operations.external_secrets_version,
+                secret_arn=keys.arn,
+                secret_name=keys.name,
+                region=cfg.region,
+                oidc_provider_arn=cluster.oidc_provider_arn,
+                app_namespace=namespace,
+                provider=cluster.provider,
+                depends_on=cluster.ready,
+                tags=tags,
+            ),
+        ).ready
+
     workloads = Workloads(
         "workloads",
         WorkloadsArgs(
@@ -88,7 +89,7 @@ def deploy_eks(cfg: StackConfig, base: Foundation) -> dict[str, Any]:
             timeouts=cfg.timeouts,
             provider=cluster.provider,
             depends_on=cluster.ready,
-            api_keys=True,
+            api_keys_sync=sync_keys,
         ),
     )
     mesh = Mesh(
@@ -105,7 +106,6 @@ def deploy_eks(cfg: StackConfig, base: Foundation) -> dict[str, Any]:
             route_timeout_seconds=cfg.timeouts.route_timeout_seconds,
             certificate_arn=cfg.certificate_arn,
             depends_on=cluster.ready,
-            load_balancer_controller=[lb_controller.release],
         ),
     )
     return {
@@ -115,31 +115,14 @@ def deploy_eks(cfg: StackConfig, base: Foundation) -> dict[str, Any]:
         },
         "clusterName": cluster.cluster_name,
         "kubeconfig": cluster.kubeconfig,
+        "apiKeysSecret": keys.name,
         **_operate_eks(cfg, cluster, workloads, mesh),
     }
 
 
 def _operate_eks(cfg: StackConfig, cluster: Cluster, workloads: Workloads, mesh: Mesh) -> dict[str, Any]:
-    """API keys into the pods, Prometheus/Grafana with the mlapi rules and dashboard, `/metrics` kept off the
-    gateway (and its optional rate limit); returns the outputs operators need."""
-    keys = ApiKeysSecret(
-        "api-keys", ApiKeysSecretArgs(secret_name=f"{cfg.prefix}/api-keys", reader_roles=[], tags=cfg.tags())
-    )
-    ApiKeysSync(
-        "api-keys-sync",
-        ApiKeysSyncArgs(
-            eso_chart_version=cfg.operations.external_secrets_version,
-            secret_arn=keys.arn,
-            secret_name=keys.name,
-            region=cfg.region,
-            oidc_provider_arn=cluster.oidc_provider_arn,
-            # The namespace output: waits for the Namespace only, not for the Deployments (which wait for keys).
-            app_namespace=workloads.namespace,
-            provider=cluster.provider,
-            depends_on=cluster.ready,
-            tags=cfg.tags(),
-        ),
-    )
+    """Prometheus/Grafana with the mlapi rules and dashboard, `/metrics` kept off the gateway (and its optional
+    rate limit); returns the outputs operators need."""
     targets = [
         ScrapeTarget(name=svc.name, namespace=workloads.namespace, selector=labels(svc), port="http",
                      path=f"{svc.path_prefix}/metrics")
@@ -173,4 +156,4 @@ def _operate_eks(cfg: StackConfig, cluster: Cluster, workloads: Workloads, mesh:
             depends_on=[mesh],
         ),
     )
-    return {"apiKeysSecret": keys.name, "grafanaAdminPassword": monitoring.grafana_admin_password}
+    return {"grafanaAdminPassword": monitoring.grafana_admin_password}

@@ -8,6 +8,7 @@ token, reaches the container from a Secret; it never appears in the Deployment.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,8 +44,10 @@ class WorkloadsArgs:
     timeouts: Timeouts
     provider: k8s.Provider
     depends_on: list[pulumi.Resource]
-    # Mount the synced API keys Secret and point MLAPI_API_KEYS_FILE at it (infra/shared/api_keys.py).
-    api_keys: bool = False
+    # Given the app namespace, declares the sync of the API keys Secret (infra/shared/api_keys.py) and returns
+    # what proves the Secret exists; the pods mount it and point MLAPI_API_KEYS_FILE at it, and the Deployments
+    # wait for it. None: no keys.
+    api_keys_sync: Callable[[pulumi.Output[str]], list[pulumi.Resource]] | None = None
 
 
 def labels(service: ModelService) -> dict[str, str]:
@@ -69,6 +72,9 @@ def pod_spec(
     resources = {"cpu": f"{service.cpu_millicores}m", "memory": f"{service.memory_mib}Mi"}
     return {
         "automountServiceAccountToken": False,
+        # No `<SERVICE>_PORT`-style variables from the namespace's Services: a Service named `mlapi...` would
+        # inject `MLAPI_*` variables, which the service refuses as unknown settings.
+        "enableServiceLinks": False,
         # Counted from the start of preStop: the sleep, then the server's graceful shutdown, then SIGKILL.
         "terminationGracePeriodSeconds": timeouts.termination_grace_seconds,
         "securityContext": {
@@ -128,7 +134,7 @@ class Workloads(pulumi.ComponentResource):
         super().__init__("mlapi:workloads:Workloads", name, None, opts)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=args.depends_on)
         self._timeouts = args.timeouts
-        self._api_keys = args.api_keys
+        self._api_keys = args.api_keys_sync is not None
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata={
@@ -149,9 +155,14 @@ class Workloads(pulumi.ComponentResource):
             opts=k8s_opts,
         )
         self.namespace = ns_name
+        keys_ready = args.api_keys_sync(ns_name) if args.api_keys_sync else []
+        # The Deployments (not the namespace, which the sync needs) wait for the keys Secret: a pod started
+        # before it exists would wait in ContainerCreating, and a rollout would count it as stuck.
+        deployment_opts = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=keys_ready))
         self.service_hosts = {}
         for item in args.services:
-            self.service_hosts[item.service.name] = self._service(name, item, ns_name, secret, k8s_opts)
+            self.service_hosts[item.service.name] = self._service(name, item, ns_name, secret, k8s_opts,
+                                                                  deployment_opts)
         self.register_outputs({"namespace": self.namespace, "service_hosts": self.service_hosts})
 
     def _service(
@@ -161,6 +172,7 @@ class Workloads(pulumi.ComponentResource):
         namespace: pulumi.Output[str],
         secret: k8s.core.v1.Secret,
         k8s_opts: pulumi.ResourceOptions,
+        deployment_opts: pulumi.ResourceOptions,
     ) -> pulumi.Output[str]:
         svc = item.service
         meta = {"name": svc.name, "namespace": namespace, "labels": labels(svc)}
@@ -177,7 +189,7 @@ class Workloads(pulumi.ComponentResource):
                     "spec": pod_spec(svc, self._timeouts, item.image, secret.metadata["name"], self._api_keys),
                 },
             },
-            opts=k8s_opts,
+            opts=deployment_opts,
         )
         service = k8s.core.v1.Service(
             f"{name}-{svc.name}-service",

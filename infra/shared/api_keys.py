@@ -253,7 +253,12 @@ class ApiKeysSync(pulumi.ComponentResource):
             f"{name}-external-secret",
             api_version="external-secrets.io/v1",
             kind="ExternalSecret",
-            metadata={"name": K8S_SECRET, "namespace": args.app_namespace},
+            metadata={
+                "name": K8S_SECRET,
+                "namespace": args.app_namespace,
+                # Pulumi waits until ESO reports the Secret synced, so what depends on `ready` finds it there.
+                "annotations": {"pulumi.com/waitFor": "condition=Ready"},
+            },
             spec={
                 "refreshInterval": REFRESH_INTERVAL,
                 "secretStoreRef": {"kind": "SecretStore", "name": "aws-secrets-manager"},

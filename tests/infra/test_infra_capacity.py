@@ -1,8 +1,8 @@
-"""The node group holds everything the EKS stack schedules, at min and at max, and grows with the HPAs."""
+"""The Auto Mode NodePool holds everything the EKS stack schedules at its maximum replicas, within its limits."""
 
 from __future__ import annotations
 
-import json
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -10,7 +10,7 @@ import pytest
 from infra_mocks import plain
 from infra_program import ProgramRun, run_program
 
-from infra import capacity, versions
+from infra import capacity
 from infra.config import StackConfig, build_config
 from infra.eks.platform import HELM_RELEASES
 
@@ -32,28 +32,28 @@ def test_every_installed_release_has_its_requests_recorded(dev: ProgramRun) -> N
 def test_release_values_are_the_recorded_requests(dev: ProgramRun) -> None:
     releases = _releases(dev)
     (istiod,) = capacity.RELEASE_REQUESTS["istiod"]
-    pilot = releases["istiod"]["values"]["pilot"]
-    assert (pilot["resources"], pilot["autoscaleMin"], pilot["autoscaleMax"]) == (
+    # Flat, as the istiod chart reads them (tests/infra/charts/istiod): under `pilot:` they were ignored and
+    # istiod ran with the chart's 500m / 2048Mi.
+    values = releases["istiod"]["values"]
+    assert "pilot" not in values
+    assert (values["resources"], values["autoscaleMin"], values["autoscaleMax"]) == (
         istiod.resources(), istiod.min_replicas, istiod.max_replicas)
     (gateway,) = capacity.RELEASE_REQUESTS["istio-ingressgateway"]
     values = releases["istio-ingressgateway"]["values"]
     assert values["resources"] == gateway.resources()
     assert values["autoscaling"] == {"minReplicas": gateway.min_replicas, "maxReplicas": gateway.max_replicas}
-    for name in ("cluster-autoscaler", "aws-load-balancer-controller"):
-        (pod,) = capacity.RELEASE_REQUESTS[name]
-        assert releases[name]["values"]["resources"] == pod.resources()
-        assert releases[name]["values"]["replicaCount"] == pod.min_replicas
+    (metrics_server,) = capacity.RELEASE_REQUESTS["metrics-server"]
+    assert releases["metrics-server"]["values"]["resources"] == metrics_server.resources()
 
 
-def test_dev_stack_fits_at_min_and_at_max_with_headroom(dev_raw: dict[str, Any]) -> None:
+def test_dev_stack_fits_under_the_node_pool_limits_at_max(dev_raw: dict[str, Any]) -> None:
     cfg = _cfg(dev_raw)
-    shape = capacity.NODE_SHAPES[cfg.cluster.instance_type]
-    pods = capacity.cluster_requests(cfg.services, HELM_RELEASES)
-    at_min = capacity.load(pods, shape, cfg.cluster.min_nodes, "min")
-    at_max = capacity.load(pods, shape, cfg.cluster.max_nodes, "max", surge=cfg.services)
-    assert at_min.fits and at_max.fits, (at_min, at_max)
-    # The services alone at minReplicas are 3 vCPU; the add-ons and controllers come on top.
-    assert at_min.cpu_requested > 3000 + 1500
+    shape = capacity.smallest_node(cfg.cluster)
+    assert (shape.vcpus, shape.memory_mib) == (4, 8192)  # c7i.xlarge: the smallest the pool may launch
+    at_max = capacity.load_at_max(capacity.cluster_requests(cfg.services, HELM_RELEASES), shape, cfg.services)
+    # The services alone at maxReplicas are 8 vCPU / 13 GiB, one surge pod each 1.5 vCPU; add-ons come on top.
+    assert at_max.cpu_requested > 8000 + 1500 + 500
+    assert at_max.cpu_capacity <= cfg.cluster.cpu_limit and at_max.memory_capacity_gib <= cfg.cluster.memory_gib
     assert capacity.capacity_problems(cfg.cluster, cfg.services, HELM_RELEASES) == []
 
 
@@ -72,22 +72,32 @@ def test_monitoring_and_secret_sync_requests_are_counted(dev: ProgramRun) -> Non
         capacity._mebibytes(eso["resources"]["requests"]["memory"]))
 
 
-def test_the_old_two_large_nodes_cannot_hold_the_minimum(dev_raw: dict[str, Any]) -> None:
+def test_limits_below_what_max_replicas_need_are_refused(dev_raw: dict[str, Any]) -> None:
     cfg = _cfg(dev_raw)
-    old = replace(cfg.cluster, instance_type="m6i.large", min_nodes=2, desired_nodes=2, max_nodes=4)
-    problems = capacity.capacity_problems(old, cfg.services, HELM_RELEASES)
-    assert any(p.startswith("at min replicas") for p in problems)
-    assert any(p.startswith("at max replicas") for p in problems)
+    tight = replace(cfg.cluster, cpu_limit=8, memory_gib=16)
+    keys = [key for key, _ in capacity.capacity_problems(tight, cfg.services, HELM_RELEASES)]
+    assert keys == ["nodePoolCpuLimit", "nodePoolMemoryGib"]
+
+
+def test_a_pod_larger_than_the_smallest_node_is_refused(dev_raw: dict[str, Any]) -> None:
+    cfg = _cfg(dev_raw)
+    small = replace(cfg.cluster, instance_cpus=(2,), instance_families=("c7i",))
+    big = replace(cfg.services[0], cpu_millicores=2000)
+    problems = capacity.capacity_problems(small, (big, *cfg.services[1:]), HELM_RELEASES)
+    assert ("nodeInstanceCpus", problems[0][1]) == problems[0] and "sentiment" in problems[0][1]
 
 
 @pytest.mark.parametrize(
     ("overrides", "key"),
-    [({"mlapi:nodeMaxSize": "2"}, "mlapi:nodeMaxSize"),
-     ({"mlapi:nodeInstanceType": "m6i.large"}, "mlapi:nodeMinSize"),
-     ({"mlapi:nodeInstanceType": "x9.huge"}, "mlapi:nodeInstanceType")],
+    [({"mlapi:nodePoolCpuLimit": "8"}, "mlapi:nodePoolCpuLimit"),
+     ({"mlapi:nodePoolMemoryGib": "16", "mlapi:nodePoolCpuLimit": "1000"}, "mlapi:nodePoolMemoryGib"),
+     ({"mlapi:nodeInstanceFamilies": '["x9"]'}, "mlapi:nodeInstanceFamilies[0]"),
+     ({"mlapi:nodeInstanceCpus": "[3]"}, "mlapi:nodeInstanceCpus[0]"),
+     ({"mlapi:nodeCapacityType": "reserved"}, "mlapi:nodeCapacityType"),
+     ({"mlapi:nodeMaxSize": "5"}, "mlapi:nodeMaxSize")],
 )
-def test_program_refuses_a_node_group_that_cannot_hold_the_cluster(overrides: dict[str, str], key: str) -> None:
-    with pytest.raises(Exception, match=rf"{key}: "):
+def test_program_refuses_a_node_pool_that_cannot_hold_the_cluster(overrides: dict[str, str], key: str) -> None:
+    with pytest.raises(Exception, match=rf"{re.escape(key)}: "):
         run_program("dev", overrides)
 
 
@@ -98,7 +108,7 @@ def test_capacity_is_refused_before_anything_is_declared() -> None:
 
     mocks = RecordingMocks()
     pulumi.runtime.set_mocks(mocks, project="mlapi", stack="dev", preview=False, monitor=NoReferencesMonitor(mocks))
-    pulumi.runtime.set_all_config({**operated_config("dev"), "mlapi:nodeMaxSize": "2"})
+    pulumi.runtime.set_all_config({**operated_config("dev"), "mlapi:nodePoolCpuLimit": "4"})
 
     @pulumi.runtime.test
     def program() -> None:
@@ -106,7 +116,7 @@ def test_capacity_is_refused_before_anything_is_declared() -> None:
 
         runpy.run_path(str(PROGRAM_DIR), run_name="__main__")
 
-    with pytest.raises(Exception, match="mlapi:nodeMaxSize"):
+    with pytest.raises(Exception, match="mlapi:nodePoolCpuLimit"):
         program()
     assert mocks.resources == []
 
@@ -114,24 +124,3 @@ def test_capacity_is_refused_before_anything_is_declared() -> None:
 def test_unknown_release_has_no_silent_zero() -> None:
     with pytest.raises(KeyError, match="not-a-release"):
         capacity.cluster_requests((), ["not-a-release"])
-
-
-def test_cluster_autoscaler_scales_this_clusters_node_group_through_pod_identity(dev: ProgramRun) -> None:
-    release = _releases(dev)["cluster-autoscaler"]
-    values = release["values"]
-    assert values["autoDiscovery"] == {"clusterName": "mlapi-dev"}
-    assert values["image"]["tag"] == versions.CLUSTER_AUTOSCALER_IMAGES[versions.KUBERNETES_VERSION]
-    # Nodes running model pods (emptyDir /tmp) can still be scaled down.
-    assert values["extraArgs"]["skip-nodes-with-local-storage"] is False
-    assert release["version"] == versions.CLUSTER_AUTOSCALER_CHART
-    associations = {(a["namespace"], a["serviceAccount"]): a for a in
-                    (plain(r.inputs) for r in dev.of_type("aws:eks/podIdentityAssociation:PodIdentityAssociation"))}
-    assert ("kube-system", values["rbac"]["serviceAccount"]["name"]) in associations
-    policies = {r.name: json.loads(plain(r.inputs)["policy"]) for r in dev.of_type("aws:iam/rolePolicy:RolePolicy")}
-    scale = [s for s in policies["autoscaler-identity-policy"]["Statement"]
-             if "autoscaling:SetDesiredCapacity" in s["Action"]]
-    assert scale[0]["Condition"] == {
-        "StringEquals": {"aws:ResourceTag/k8s.io/cluster-autoscaler/mlapi-dev": "owned"}}
-    roles = {r.name: json.loads(plain(r.inputs)["assumeRolePolicy"]) for r in dev.of_type("aws:iam/role:Role")}
-    assert roles["autoscaler-identity-role"]["Statement"][0]["Principal"] == {"Service": "pods.eks.amazonaws.com"}
-    assert "eks-pod-identity-agent" in {plain(r.inputs)["addonName"] for r in dev.of_type("aws:eks/addon:Addon")}

@@ -35,9 +35,10 @@ def test_build_accepts_dev_stack_file(dev_raw: dict[str, Any]) -> None:
 
 
 def test_build_reads_string_values_as_pulumi_passes_them(dev_raw: dict[str, Any]) -> None:
-    raw = {**dev_raw, "nodeMaxSize": "5", "cacheMultiAz": "false", "services": json.dumps(dev_raw["services"])}
+    raw = {**dev_raw, "nodePoolCpuLimit": "40", "nodeInstanceCpus": "[8, 4]", "cacheMultiAz": "false",
+           "services": json.dumps(dev_raw["services"])}
     cfg = build(raw)
-    assert cfg.cluster.max_nodes == 5
+    assert (cfg.cluster.cpu_limit, cfg.cluster.instance_cpus) == (40, (4, 8))
     assert cfg.cache.multi_az is False
 
 
@@ -54,7 +55,11 @@ def _service_patch(raw: dict[str, Any], index: int, **changes: Any) -> dict[str,
         ({"natGateways": "many"}, "mlapi:natGateways"),
         ({"vpcCidr": "10.0.0.1/16"}, "mlapi:vpcCidr"),
         ({"availabilityZones": 1}, "mlapi:availabilityZones"),
-        ({"nodeMinSize": 3, "nodeDesiredSize": 2}, "mlapi:nodeDesiredSize"),
+        ({"nodeInstanceFamilies": []}, "mlapi:nodeInstanceFamilies"),
+        ({"nodeInstanceFamilies": ["c7i", "t3"]}, "mlapi:nodeInstanceFamilies[1]"),
+        ({"nodeInstanceCpus": ["4"]}, "mlapi:nodeInstanceCpus[0]"),
+        ({"nodePoolMemoryGib": 2}, "mlapi:nodePoolMemoryGib"),
+        ({"nodeInstanceType": "m6i.xlarge"}, "mlapi:nodeInstanceType"),
         ({"apiPublicAccessCidrs": []}, "mlapi:apiPublicAccessCidrs"),
         ({"apiPublicAccessCidrs": ["300.1.1.1/32"]}, "mlapi:apiPublicAccessCidrs[0]"),
         ({"kubernetesVersion": "latest"}, "mlapi:kubernetesVersion"),

@@ -21,7 +21,18 @@ from infra_program import ProgramRun, run_program
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "urns.json"
 STACKS = ("dev", "fargate")
 # URN patterns (fnmatch) that are gone on purpose, with why.
-REPLACED_BY_DESIGN: dict[str, str] = {}
+_EKS = "urn:pulumi:dev::mlapi::"
+REPLACED_BY_DESIGN: dict[str, str] = {
+    _EKS + "mlapi:autoscaler:ClusterAutoscaler*": "EKS Auto Mode scales compute (managed Karpenter)",
+    _EKS + "mlapi:lbcontroller:LoadBalancerController*": "EKS Auto Mode runs the load balancer controller",
+    _EKS + "mlapi:cluster:Cluster$eks:index:ManagedNodeGroup::cluster-nodes": "Auto Mode NodePool instead",
+    _EKS + "mlapi:cluster:Cluster$aws:eks/addon:Addon::cluster-pod-identity-agent": "built into Auto Mode nodes",
+    _EKS + "mlapi:cluster:Cluster$aws:iam/role:Role::cluster-node-role": "pulumi-eks creates the Auto Mode node role",
+    **{_EKS + f"mlapi:cluster:Cluster$aws:iam/rolePolicyAttachment:RolePolicyAttachment::cluster-node-{p}":
+       "the Auto Mode node role carries the node policies it needs" for p in ("worker", "cni", "ecr")},
+    _EKS + "mlapi:mesh:Mesh$kubernetes:core/v1:Service::mesh-gateway-service":
+        "a read of the chart's Service; the program now owns the gateway's LoadBalancer Service",
+}
 
 
 def urns(run: ProgramRun) -> set[str]:

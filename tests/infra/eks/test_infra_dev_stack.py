@@ -7,7 +7,7 @@ import re
 
 import yaml
 from infra_mocks import AUTH_TOKEN, DIGEST, LB_HOST, NODE_SG, REDIS_HOST, REPOSITORY_URL, is_secret, plain
-from infra_program import REPO, ProgramRun
+from infra_program import REPO, ProgramRun, run_program
 
 # AWS resource types that have no `tags` argument.
 UNTAGGABLE = {
@@ -35,8 +35,7 @@ def test_declare_components_with_mlapi_tokens_and_role_names(dev: ProgramRun) ->
     assert tokens == {
         "mlapi:network:Network", "mlapi:registry:Registry", "mlapi:image:ModelImage", "mlapi:cache:Cache",
         "mlapi:cache:CacheAccess", "mlapi:observability:Observability", "mlapi:cluster:Cluster",
-        "mlapi:access:AccessEntries", "mlapi:podidentity:PodIdentityRole", "mlapi:autoscaler:ClusterAutoscaler",
-        "mlapi:lbcontroller:LoadBalancerController",
+        "mlapi:access:AccessEntries", "mlapi:nodepool:NodePool",
         "mlapi:workloads:Workloads", "mlapi:mesh:Mesh", "mlapi:api_keys:ApiKeysSecret", "mlapi:api_keys:ApiKeysSync",
         "mlapi:monitoring:Monitoring", "mlapi:edge:GatewayEdge",
     }
@@ -95,11 +94,37 @@ def test_declare_eks_cluster_private_api_auth_oidc_pinned(dev: ProgramRun) -> No
     assert eks["publicAccessCidrs"] == ["203.0.113.7/32", "198.51.100.0/24"]
     assert "encryptionConfigKeyArn" in eks
     assert set(eks["enabledClusterLogTypes"]) >= {"api", "audit", "authenticator"}
-    nodes = dev.one("eks:index:ManagedNodeGroup").inputs
-    assert nodes["instanceTypes"] == ["m6i.xlarge"]
-    assert nodes["ignoreScalingChanges"] is True
-    assert plain(nodes["scalingConfig"]) == {"minSize": 2, "desiredSize": 2, "maxSize": 5}
-    assert nodes["subnetIds"] == ["subnet-priv-a", "subnet-priv-b"]
+    # Auto Mode: compute, load balancing and block storage run by AWS; only the built-in `system` pool is kept,
+    # the workloads run on the program's NodePool.
+    assert plain(eks["autoMode"]) == {"enabled": True, "createNodeRole": True,
+                                      "computeConfig": {"nodePools": ["system"]}}
+    assert not dev.of_type("eks:index:ManagedNodeGroup")
+
+
+def test_declare_auto_mode_node_pool_with_cost_aware_defaults_and_limits(dev: ProgramRun) -> None:
+    pool = plain(dev.one("kubernetes:karpenter.sh/v1:NodePool").inputs)
+    requirements = {r["key"]: r["values"] for r in pool["spec"]["template"]["spec"]["requirements"]}
+    assert requirements["eks.amazonaws.com/instance-family"] == ["c7i", "c6i", "m7i", "m6i"]
+    assert requirements["eks.amazonaws.com/instance-cpu"] == ["4", "8"]
+    assert requirements["karpenter.sh/capacity-type"] == ["on-demand"]
+    assert requirements["kubernetes.io/arch"] == ["amd64"]
+    assert pool["spec"]["limits"] == {"cpu": "32", "memory": "128Gi"}
+    assert pool["spec"]["template"]["spec"]["nodeClassRef"] == {
+        "group": "eks.amazonaws.com", "kind": "NodeClass", "name": "mlapi"}
+    node_class = plain(dev.one("kubernetes:eks.amazonaws.com/v1:NodeClass").inputs)["spec"]
+    assert node_class["role"] == "mlapi-dev-eks-auto-mode-node-role"
+    assert node_class["subnetSelectorTerms"] == [{"id": "subnet-priv-a"}, {"id": "subnet-priv-b"}]
+    assert node_class["securityGroupSelectorTerms"] == [{"id": NODE_SG}]
+    assert node_class["networkPolicy"] == "DefaultAllow"
+    switch = plain(dev.one("kubernetes:core/v1:ConfigMap", "cluster-pool-network-policy").inputs)
+    assert switch["data"] == {"enable-network-policy-controller": "true"}
+
+
+def test_node_pool_buys_spot_when_asked() -> None:
+    run = run_program("dev", {"mlapi:nodeCapacityType": "spot-and-on-demand"})
+    pool = plain(run.one("kubernetes:karpenter.sh/v1:NodePool").inputs)
+    requirements = {r["key"]: r["values"] for r in pool["spec"]["template"]["spec"]["requirements"]}
+    assert requirements["karpenter.sh/capacity-type"] == ["spot", "on-demand"]
 
 
 def test_declare_no_default_kubernetes_provider(dev: ProgramRun) -> None:
@@ -116,12 +141,11 @@ def test_declare_no_default_kubernetes_provider(dev: ProgramRun) -> None:
 
 def test_declare_metrics_server_and_istio_releases_pinned(dev: ProgramRun) -> None:
     releases = {r.inputs["name"]: r.inputs for r in dev.of_type("kubernetes:helm.sh/v3:Release")}
-    assert set(releases) == {"metrics-server", "istio-base", "istiod", "istio-ingressgateway", "cluster-autoscaler",
-                             "aws-load-balancer-controller", "external-secrets", "kube-prometheus-stack"}
+    assert set(releases) == {"metrics-server", "istio-base", "istiod", "istio-ingressgateway", "external-secrets",
+                             "kube-prometheus-stack"}
     assert releases["metrics-server"]["version"] == "3.13.1"
     for name in ("istio-base", "istiod", "istio-ingressgateway"):
-        assert releases[name]["version"] == "1.31.1"
-    assert releases["istio-ingressgateway"]["values"]["service"]["type"] == "LoadBalancer"
+        assert releases[name]["version"] == "1.30.3"
 
 
 def test_declare_gateway_and_prefix_routes_without_rewrite(dev: ProgramRun) -> None:
@@ -200,13 +224,22 @@ def test_declare_deployment_probes_resources_and_restricted_context(dev: Program
 
 def test_declare_service_hpa_pdb_per_model(dev: ProgramRun) -> None:
     services = [plain(r.inputs) for r in dev.of_type("kubernetes:core/v1:Service") if not r.resource_id]
-    assert {s["metadata"]["name"]: s["spec"]["type"] for s in services} == {"sentiment": "ClusterIP",
-                                                                              "semantic": "ClusterIP"}
+    assert {s["metadata"]["name"]: s["spec"]["type"] for s in services} == {
+        "sentiment": "ClusterIP", "semantic": "ClusterIP", "istio-ingressgateway-nlb": "LoadBalancer"}
     hpas = {r.inputs["metadata"]["name"]: plain(r.inputs["spec"])
             for r in dev.of_type("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")}
     assert (hpas["sentiment"]["minReplicas"], hpas["sentiment"]["maxReplicas"]) == (2, 6)
     assert hpas["sentiment"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
     assert len(dev.of_type("kubernetes:policy/v1:PodDisruptionBudget")) == 2
+
+
+def test_model_pods_get_no_service_link_variables(dev: ProgramRun) -> None:
+    # Kubernetes injects `<SERVICE>_PORT`-style variables for every Service in the namespace; a Service whose
+    # name starts with `mlapi` would hand the pod `MLAPI_*` variables the service refuses as unknown settings.
+    deployments = [plain(r.inputs) for r in dev.of_type("kubernetes:apps/v1:Deployment")]
+    assert len(deployments) == 2
+    for deployment in deployments:
+        assert deployment["spec"]["template"]["spec"]["enableServiceLinks"] is False
 
 
 def test_declare_namespace_enforcing_restricted_pod_security(dev: ProgramRun) -> None:

@@ -1,8 +1,8 @@
 """The Kubernetes objects of the `dev` stack, rendered to manifests, pass kubernetes-validate and checkov.
 
 The program's objects are taken from the mocked run (what the Kubernetes provider would apply), so these checks
-see exactly what `pulumi up` sends. Istio's Gateway and VirtualService have no schema in kubernetes-validate;
-their shape is asserted in test_infra_dev_stack.py.
+see exactly what `pulumi up` sends. Istio's Gateway and VirtualService, and Auto Mode's NodePool and NodeClass
+(CRDs EKS installs itself), have no schema here; their shape is asserted in test_infra_dev_stack.py.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from infra_mocks import plain
 from infra_program import ProgramRun
 from test_infra_addon_manifests import CUSTOM_KINDS, validate_spec
 
-CRD_KINDS = {"Gateway", "VirtualService", *CUSTOM_KINDS}
+CRD_KINDS = {"Gateway", "VirtualService", "NodePool", "NodeClass", *CUSTOM_KINDS}
 # Every skipped check and why it does not apply; anything else failing fails the test.
 CHECKOV_SKIPS = {
     "CKV_K8S_35": "the service reads MLAPI_REDIS_URL from its environment; the value comes from a Secret by "
@@ -64,8 +64,9 @@ def checkov_report(manifest_dir: Path, tool) -> dict[str, Any]:  # type: ignore[
 def test_render_every_kind_the_stack_needs(manifests: dict[str, dict[str, Any]]) -> None:
     kinds = sorted({m["kind"] for m in manifests.values()})
     assert kinds == ["AuthorizationPolicy", "ConfigMap", "Deployment", "ExternalSecret", "Gateway",
-                     "HorizontalPodAutoscaler", "Namespace", "NetworkPolicy", "PodDisruptionBudget", "PodMonitor",
-                     "PrometheusRule", "Secret", "SecretStore", "Service", "ServiceAccount", "VirtualService"]
+                     "HorizontalPodAutoscaler", "Namespace", "NetworkPolicy", "NodeClass", "NodePool",
+                     "PodDisruptionBudget", "PodMonitor", "PrometheusRule", "Secret", "SecretStore", "Service",
+                     "ServiceAccount", "VirtualService"]
 
 
 def test_validate_custom_kinds_against_their_crd_schema(manifests: dict[str, dict[str, Any]]) -> None:
