@@ -1,8 +1,9 @@
 """The Kubernetes objects of the `dev` stack, rendered to manifests, pass kubernetes-validate and checkov.
 
 The program's objects are taken from the mocked run (what the Kubernetes provider would apply), so these checks
-see exactly what `pulumi up` sends. Istio's Gateway and VirtualService, and Auto Mode's NodePool and NodeClass
-(CRDs EKS installs itself), have no schema here; their shape is asserted in test_infra_dev_stack.py.
+see exactly what `pulumi up` sends. The NodePool is checked against Karpenter's published v1 schema (crds/);
+Istio's Gateway and VirtualService and Auto Mode's NodeClass (whose CRD EKS installs but does not publish) have
+no schema here; their shape is asserted in test_infra_dev_stack.py.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -76,6 +78,15 @@ def test_validate_custom_kinds_against_their_crd_schema(manifests: dict[str, dic
             validate_spec(obj)
     # EnvoyFilter only with mlapi:edgeRateLimit; the rest are always there.
     assert checked == CUSTOM_KINDS - {"EnvoyFilter"}
+
+
+def test_node_pool_validates_against_the_karpenter_v1_schema(manifests: dict[str, dict[str, Any]]) -> None:
+    (pool,) = [obj for obj in manifests.values() if obj["kind"] == "NodePool"]
+    validate_spec(pool)
+    broken = json.loads(json.dumps(pool))
+    broken["spec"]["disruption"]["consolidationPolicy"] = "Sometimes"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_spec(broken)
 
 
 def test_validate_manifests_against_pinned_kubernetes_version(dev: ProgramRun,
