@@ -52,13 +52,13 @@ async def closed_loop(batcher: Any, texts: Iterator[str], users: int, duration_s
 
 async def measure(model_dir: Path, duration_s: float, concurrency: list[int], lengths: list[str]) -> dict[str, Any]:
     """Every (length, concurrency) pair on one loaded engine, plus how the engine was shaped."""
-    from mlapi.backends import load_backend
-    from mlapi.batching import MicroBatcher
-    from mlapi.manifest import Manifest
+    from mlapi.engine.backends import load_backend
+    from mlapi.engine.batching import MicroBatcher
+    from mlapi.engine.manifest import Manifest
+    from mlapi.engine.shaping import DEFAULT_PASS_OVERHEAD_TOKENS
+    from mlapi.engine.tokenization import TOKENIZER_FILE, TextEncoder
     from mlapi.metrics import Metrics
     from mlapi.settings import Settings
-    from mlapi.shaping import DEFAULT_PASS_OVERHEAD_TOKENS
-    from mlapi.tokenization import TOKENIZER_FILE, TextEncoder
 
     settings = Settings(model_dir=model_dir)
     manifest = Manifest.load(model_dir)

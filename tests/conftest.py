@@ -62,7 +62,7 @@ def unused_port() -> int:
 @pytest.fixture(scope="session")
 def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled all-MiniLM-L6-v2, baked once for the session exactly as `mlapi bake --out DIR` does."""
-    from mlapi.bake import bake
+    from mlapi.build.bake import bake
 
     out = tmp_path_factory.mktemp("baked") / "minilm"
     bake(None, out)
@@ -72,7 +72,7 @@ def minilm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def write_tiny_classifier(out: Path, labels: list[str], seed: int = 0) -> Path:
     """A small random DistilBERT sequence classifier with the uncased WordPiece tokenizer of the bundled model."""
     import torch
-    from mlapi.export import bundled_model_dir
+    from mlapi.build.export import bundled_model_dir
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
     torch.manual_seed(seed)
@@ -96,7 +96,7 @@ def tiny_classifier_writer() -> Callable[..., Path]:
 @pytest.fixture(scope="session")
 def classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny three-label classifier, baked once for the session."""
-    from mlapi.bake import bake
+    from mlapi.build.bake import bake
 
     root = tmp_path_factory.mktemp("classifier")
     source = write_tiny_classifier(root / "source", ["NEGATIVE", "NEUTRAL", "POSITIVE"])

@@ -14,8 +14,8 @@ from pathlib import Path
 
 
 def _bake(args: argparse.Namespace) -> int:
-    from .bake import bake
-    from .export import BakeError
+    from mlapi.build.bake import bake
+    from mlapi.build.export import BakeError
 
     try:
         manifest = bake(args.source, Path(args.out), revision=args.revision, onnx_only=args.onnx_only,
@@ -36,7 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from pydantic import ValidationError
 
-    from .settings import Settings
+    from mlapi.settings import Settings
 
     try:
         settings = Settings(**overrides)
@@ -50,15 +50,15 @@ def _serve(args: argparse.Namespace) -> int:
               f"run `mlapi bake --out {settings.model_dir}` first", file=sys.stderr)
         return 2
 
-    from .app import create_app
-    from .server import serve
+    from mlapi.api.app import create_app
+    from mlapi.server import serve
 
     serve(create_app(settings), settings)
     return 0
 
 
 def _keys_create(args: argparse.Namespace) -> int:
-    from .keys import KeysFileError, generate_key, key_line
+    from mlapi.auth.keys import KeysFileError, generate_key, key_line
 
     key = generate_key()
     try:
@@ -74,7 +74,7 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 
 def _keys_list(args: argparse.Namespace) -> int:
-    from .keys import KeysFileError, parse_keys, read_keys_file
+    from mlapi.auth.keys import KeysFileError, parse_keys, read_keys_file
 
     try:
         if args.file:

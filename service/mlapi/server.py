@@ -15,7 +15,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from .settings import Settings
+from mlapi.settings import Settings
 
 SHUTDOWN_MARGIN_SECONDS = 10
 

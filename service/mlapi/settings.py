@@ -16,8 +16,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .keys import parse_keys, read_keys_file
-from .shaping import worker_plan
+from mlapi.auth.keys import parse_keys, read_keys_file
+from mlapi.engine.shaping import worker_plan
 
 BackendName = Literal["onnx", "torch"]
 _PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")

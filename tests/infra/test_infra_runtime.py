@@ -113,7 +113,7 @@ def test_tag_follows_a_symlink_as_docker_sends_it_and_ignores_mtimes(tmp_path: P
 
 def test_context_files_of_the_repository_follow_its_dockerignore() -> None:
     sent = {p.relative_to(REPO).as_posix() for p in context_files(REPO)}
-    assert {"README.md", "pyproject.toml", "service/mlapi/app.py"} <= sent
+    assert {"README.md", "pyproject.toml", "service/mlapi/api/app.py"} <= sent
     assert not [p for p in sent if p.startswith(("tests/", "infra/", ".git/", ".venv")) or "__pycache__" in p]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from mlapi.app import create_app
+from mlapi.api.app import create_app
 from mlapi.settings import Settings
 
 

@@ -87,7 +87,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def test_keys_create_works_where_only_the_infra_extra_is_installed() -> None:
-    from mlapi.keys import KeyStore, parse_keys
+    from mlapi.auth.keys import KeyStore, parse_keys
 
     result = subprocess.run([sys.executable, "-c", _WITHOUT_RUNTIME, "keys", "create", "ci-deploy", "--rate", "5"],
                             capture_output=True, text=True, timeout=60, check=False)

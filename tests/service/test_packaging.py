@@ -29,10 +29,12 @@ def test_console_script_is_mlapi() -> None:
 
 def test_server_modules_do_not_import_torch_at_module_level() -> None:
     root = Path(__file__).resolve().parents[2] / "service" / "mlapi"
-    serving = ["app.py", "routes.py", "predictor.py", "batching.py", "cache.py", "tokenization.py", "scoring.py",
-               "settings.py", "schemas.py", "errors.py", "metrics.py", "middleware.py", "manifest.py",
-               "backends/__init__.py", "backends/onnx.py", "cli.py", "pages.py", "request_stats.py", "layout.py",
-               "deadline.py", "server.py", "seed_infer.py"]
+    serving = ["api/app.py", "api/routes.py", "engine/predictor.py", "engine/batching.py", "engine/cache.py",
+               "engine/tokenization.py", "engine/scoring.py", "settings.py", "api/schemas.py", "errors.py",
+               "metrics.py", "api/middleware.py", "engine/manifest.py", "engine/backends/__init__.py",
+               "engine/backends/onnx.py", "cli.py", "api/pages.py", "api/request_stats.py", "api/layout.py",
+               "api/deadline.py", "server.py", "api/seed_infer.py", "auth/access.py", "auth/keys.py",
+               "auth/ratelimit.py"]
     for name in serving:
         top_level = [line for line in (root / name).read_text().splitlines() if line.startswith(("import", "from"))]
         assert not [line for line in top_level if re.search(r"\b(torch|transformers)\b", line)], name

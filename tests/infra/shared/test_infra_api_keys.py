@@ -143,6 +143,6 @@ def test_seed_keeps_the_service_closed_on_both_platforms(tmp_path: Path) -> None
     keys_file.write_text(INITIAL_CONTENT)
     for settings in (Settings(api_keys_file=keys_file), Settings(api_keys=INITIAL_CONTENT)):  # EKS, Fargate
         assert settings.auth_enabled  # keys required, and the table is empty: every model call refused
-    from mlapi.keys import parse_keys
+    from mlapi.auth.keys import parse_keys
 
     assert parse_keys(INITIAL_CONTENT) == []

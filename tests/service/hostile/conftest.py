@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from mlapi.keys import generate_key, key_line
+from mlapi.auth.keys import generate_key, key_line
 
 SERVICE = Path(__file__).resolve().parents[3] / "service"
 

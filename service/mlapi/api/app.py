@@ -1,0 +1,93 @@
+"""The FastAPI application: wiring of settings, cache, predictor, middleware and routes.
+
+The model loads in the background after the server starts listening, so `/health` can answer 503 while it
+loads (Kubernetes startup probes and Fargate health checks see the truth) and 200 the moment it is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from mlapi import __version__
+from mlapi.api.deadline import DeadlineMiddleware
+from mlapi.api.layout import include_routes
+from mlapi.api.middleware import BodyLimitMiddleware, JsonByDefaultMiddleware, MetricsMiddleware
+from mlapi.api.pages import build_page_router
+from mlapi.api.request_stats import RequestStatsMiddleware
+from mlapi.api.routes import build_router
+from mlapi.auth.access import install_access
+from mlapi.engine.cache import Cache, MemoryCache, NullCache, RedisCache, TieredCache
+from mlapi.engine.predictor import Predictor
+from mlapi.errors import install_error_handlers
+from mlapi.metrics import Metrics
+from mlapi.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_cache(settings: Settings, metrics: Metrics) -> Cache:
+    """Redis behind the in-process LRU when a URL is configured, the LRU alone otherwise, nothing when off."""
+    if not settings.cache_enabled:
+        return NullCache()
+    near = MemoryCache(settings.cache_max_entries, settings.cache_ttl_seconds)
+    if settings.redis_url is not None:
+        far = RedisCache(
+            settings.redis_url.get_secret_value(), metrics, settings.cache_ttl_seconds,
+            settings.redis_timeout_ms, settings.redis_cooldown_seconds,
+        )
+        return TieredCache(near, far)
+    return near
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A ready-to-serve app for one baked model."""
+    settings = settings or Settings()
+    metrics = Metrics()
+    metrics.prime(settings.path_prefix)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cache = build_cache(settings, metrics)
+        predictor = Predictor(settings, metrics, cache)
+        app.state.cache = cache
+        app.state.predictor = predictor
+        loading = asyncio.create_task(predictor.load(), name="model-load")
+        try:
+            yield
+        finally:
+            app.state.draining = True
+            await loading
+            await predictor.close()
+            await cache.close()
+            await access.limiter.close()
+            log.info("stopped cleanly: queued work drained, cache closed")
+
+    prefix = settings.path_prefix
+    app = FastAPI(
+        title="mlapi",
+        version=__version__,
+        description="Sentiment and zero-shot labels from a baked Hugging Face model, cached and micro-batched.",
+        lifespan=lifespan,
+        docs_url=f"{prefix}/docs",
+        redoc_url=f"{prefix}/redoc",
+        openapi_url=f"{prefix}/openapi.json",
+        swagger_ui_oauth2_redirect_url=f"{prefix}/docs/oauth2-redirect",
+    )
+    app.state.settings = settings
+    app.state.draining = False  # set on SIGTERM (server.py) and at shutdown: /health answers 503 from then on
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    include_routes(app, lambda at: build_router(settings, at), prefix)
+    app.include_router(build_page_router(prefix))
+    app.add_middleware(JsonByDefaultMiddleware)
+    access = install_access(app, settings, metrics.registry)  # inside the body limit: reads bodies it allows
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(DeadlineMiddleware, seconds=settings.request_timeout_seconds, metrics=metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestStatsMiddleware)
+    return app

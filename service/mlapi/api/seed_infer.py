@@ -1,0 +1,87 @@
+"""The one-text API of the seed that served a transformers pipeline and an ONNX copy side by side.
+
+`POST /transformers/infer` and `POST /onnx/infer` take `{"input": "<one text>"}` and answer the top label in that
+seed's two shapes. Both are `/predict` for one text underneath: the same validation, cache and batcher, so an
+answer computed for one route is a cache hit for the others.
+"""
+
+# No `from __future__ import annotations` here: FastAPI must see the request model class built at runtime.
+
+from typing import Annotated, cast
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
+
+from mlapi.api.schemas import LabelScore
+from mlapi.engine.predictor import Predictor
+from mlapi.errors import UnsupportedTask
+from mlapi.metrics import Metrics
+from mlapi.settings import Settings
+
+BACKEND_HEADER = "X-Mlapi-Backend"
+
+
+class InferRequest(BaseModel):
+    """The seed's body: one text; `build_infer_request` adds this server's length limit."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"input": "This is awesome!"}]})
+    input: str
+
+
+class SentimentResponse(BaseModel):
+    """`/onnx/infer`'s answer: the top label lower-cased, and its score."""
+
+    sentiment: str
+    score: float
+
+
+def build_infer_request(settings: Settings) -> type[InferRequest]:
+    """InferRequest with this server's MLAPI_MAX_CHARS."""
+    text = Annotated[str, StringConstraints(max_length=settings.max_chars, strict=True)]
+    return create_model(
+        "InferRequest", __base__=InferRequest, input=(text, Field(description="The text to classify"))
+    )
+
+
+async def _top(request: Request, text: str, backend: str) -> LabelScore:
+    """The best label for one text from `backend`, through /predict's cache and batcher."""
+    predictor: Predictor = request.app.state.predictor
+    metrics: Metrics = request.app.state.metrics
+    metrics.texts.labels(route="infer").inc()
+    labels = orjson.loads(await predictor.predict([text], backend))["predictions"][0]
+    return LabelScore.model_validate(max(labels, key=lambda item: item["score"]))
+
+
+def add_seed_infer_routes(router: APIRouter, settings: Settings, responses: dict[int | str, dict[str, object]]) -> None:
+    """Add the two routes to `router` (so they share its prefix, dependencies and layout)."""
+    infer_request = build_infer_request(settings)
+
+    @router.post(
+        "/transformers/infer", response_model=list[LabelScore], responses=responses,
+        summary="Top label of one text, as a transformers pipeline answers",
+        description=f"From the torch backend when it is loaded, else the default backend; `{BACKEND_HEADER}` says "
+        "which.",
+    )
+    async def transformers_infer(body: infer_request, request: Request, response: Response  # type: ignore[valid-type]
+                                 ) -> list[LabelScore]:
+        predictor: Predictor = request.app.state.predictor
+        backend = "torch" if "torch" in predictor.engines else settings.backend
+        response.headers[BACKEND_HEADER] = backend
+        return [await _top(request, cast(InferRequest, body).input, backend)]
+
+    @router.post(
+        "/onnx/infer", response_model=SentimentResponse, responses=responses,
+        summary="Top label of one text from the ONNX backend, lower-cased",
+    )
+    async def onnx_infer(body: infer_request, request: Request, response: Response  # type: ignore[valid-type]
+                         ) -> SentimentResponse:
+        predictor: Predictor = request.app.state.predictor
+        if predictor.ready and "onnx" not in predictor.engines:
+            raise UnsupportedTask(
+                f"/onnx/infer needs the onnx backend; this server loads {', '.join(predictor.engines)} "
+                "(add onnx to MLAPI_EXTRA_BACKENDS)"
+            )
+        response.headers[BACKEND_HEADER] = "onnx"
+        top = await _top(request, cast(InferRequest, body).input, "onnx")
+        return SentimentResponse(sentiment=top.label.lower(), score=top.score)

@@ -1,0 +1,1 @@
+"""Build time only (the torch extra): bake a checkpoint into a served directory: export, quantize, prove."""

@@ -1,0 +1,238 @@
+"""The prediction engine: cache lookups, micro-batched inference of the misses, and scoring, per backend.
+
+Routes stay thin: they validate input and call `predict` or `query`; everything that decides how fast and how
+cheaply an answer comes lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from mlapi.api.request_stats import record_cache_lookups
+from mlapi.engine.backends import Backend, load_backend
+from mlapi.engine.batching import MicroBatcher
+from mlapi.engine.cache import Cache, cache_key
+from mlapi.engine.manifest import Manifest
+from mlapi.engine.scoring import label_prototypes, ranked, softmax, unit, zero_shot
+from mlapi.engine.shaping import DEFAULT_PASS_OVERHEAD_TOKENS
+from mlapi.engine.tokenization import TOKENIZER_FILE, TextEncoder
+from mlapi.errors import InvalidInput, NotReady, UnsupportedTask
+from mlapi.metrics import Metrics
+from mlapi.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Compute = Callable[[np.ndarray], list[bytes]]
+
+
+def _consume_error(task: asyncio.Task[dict[str, bytes]]) -> None:
+    # Every waiter sees the error through `await`; this keeps asyncio from also logging it as never retrieved.
+    if not task.cancelled():
+        task.exception()
+
+
+@dataclass
+class Engine:
+    """One loaded backend with its batcher and its cache namespace."""
+
+    backend: Backend
+    batcher: MicroBatcher
+    model_key: str
+    label_vectors: np.ndarray | None = None
+
+
+class Predictor:
+    """Answers /predict and /query for one baked model, on one or more backends."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, cache: Cache) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.cache = cache
+        self.manifest: Manifest | None = None
+        self.engines: dict[str, Engine] = {}
+        self.error: str | None = None
+        self._encoder: TextEncoder | None = None
+        self._loaded = False
+        self._inflight: dict[str, asyncio.Task[dict[str, bytes]]] = {}
+
+    @property
+    def ready(self) -> bool:
+        """True once every configured backend is loaded and warmed up."""
+        return self._loaded and self.error is None
+
+    async def load(self) -> None:
+        """Load the manifest and backends off the event loop, then warm each one up; records any failure."""
+        model_dir = Path(self.settings.model_dir)
+        # One bounded round trip, so /health tells an unreachable Redis before the first request does.
+        await self.cache.get_many([f"{self.settings.cache_prefix}::startup-probe"])
+        try:
+            manifest = await asyncio.to_thread(Manifest.load, model_dir)
+            self.manifest = manifest
+            self._encoder = TextEncoder(model_dir / TOKENIZER_FILE, manifest.max_length, manifest.input_names)
+            for name in self.settings.backends:
+                workers, threads = self.settings.inference_shape
+                backend = await asyncio.to_thread(
+                    load_backend, name, model_dir, manifest, workers * threads, self.settings.precision, workers
+                )
+                await self._add_engine(backend, manifest)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("model load failed")
+            return
+        self._loaded = True
+        log.info("model %s ready on %s", manifest.source, ", ".join(self.engines))
+
+    async def _add_engine(self, backend: Backend, manifest: Manifest) -> None:
+        assert self._encoder is not None
+        s = self.settings
+        batcher = MicroBatcher(
+            backend, self._encoder, self.metrics, max_size=s.batch_max_size, max_tokens=s.batch_max_tokens,
+            wait_ms=s.batch_wait_ms, max_queue=s.max_queue, workers=backend.workers,
+            overhead_tokens=manifest.pass_overhead_tokens or DEFAULT_PASS_OVERHEAD_TOKENS,
+        )
+        batcher.start()
+        identity = f"{manifest.content_hash}:{backend.fingerprint}"
+        if s.label_order != "score":  # stored /predict answers list the labels in another order
+            identity += f":labels-{s.label_order}"
+        model_key = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        engine = Engine(backend, batcher, model_key)
+        if manifest.zero_shot is not None:
+            descriptions = manifest.zero_shot.descriptions
+            flat = [text for label in manifest.labels for text in descriptions[label]]
+            # Also the warm-up pass. In chunks the queue can always admit: MLAPI_MAX_QUEUE may be set below the
+            # number of label descriptions, and a start-up that refuses its own work would never become ready.
+            step = s.max_queue
+            rows = np.concatenate([await batcher.submit(flat[i : i + step]) for i in range(0, len(flat), step)])
+            bounds = np.cumsum([len(descriptions[label]) for label in manifest.labels])[:-1]
+            engine.label_vectors = label_prototypes(np.split(rows, bounds))
+        else:
+            await batcher.submit(["warm up"])
+        self.engines[backend.name] = engine
+
+    def engine(self, backend: str | None) -> Engine:
+        """The engine a request asked for (the default when it names none)."""
+        if not self.ready:
+            self.metrics.rejected.labels(reason="not_ready").inc()
+            raise NotReady(self.error or "the model is still loading", retry_after=1 if not self.error else None)
+        name = backend or self.settings.backend
+        if name not in self.engines:
+            raise InvalidInput(f"backend: {name!r} is not loaded here; loaded: {', '.join(self.engines)}",
+                               loc=("query", "backend"))
+        return self.engines[name]
+
+    async def predict(self, texts: list[str], backend: str | None = None) -> bytes:
+        """The /predict JSON body: every label's score for each text, high to low (or as MLAPI_LABEL_ORDER says).
+
+        Only texts the cache does not hold are computed. Each text's answer is kept as its JSON bytes, so a cached
+        answer goes out as stored, with no parsing or re-serialising on the hot path.
+        """
+        engine = self.engine(backend)
+        if not texts:
+            return b'{"predictions":[]}'
+        manifest = self.manifest
+        assert manifest is not None
+
+        def compute(rows: np.ndarray) -> list[bytes]:
+            if manifest.task == "text-classification":
+                probs = softmax(rows)
+            else:
+                assert engine.label_vectors is not None and manifest.zero_shot is not None
+                probs = zero_shot(rows, engine.label_vectors, manifest.zero_shot.temperature)
+            return [orjson.dumps(ranked(manifest.labels, p, self.settings.label_order)) for p in probs]
+
+        values = await self._cached(engine, "predict", texts, compute)
+        return b'{"predictions":[' + b",".join(values) + b"]}"
+
+    async def query(self, sentence: str, labels: list[str], backend: str | None = None
+                    ) -> tuple[str, list[dict[str, object]]]:
+        """Rank candidate labels for a sentence by embedding similarity (sentence-embedding models only)."""
+        engine = self.engine(backend)
+        manifest = self.manifest
+        assert manifest is not None
+        if manifest.task != "sentence-embedding" or manifest.zero_shot is None:
+            raise UnsupportedTask(
+                f"/query needs a sentence-embedding model; this server runs a {manifest.task} model "
+                f"({manifest.source}): use /predict"
+            )
+
+        def compute(rows: np.ndarray) -> list[bytes]:
+            # The graph already returns unit-length embeddings; zero_shot normalises what it compares anyway.
+            return [row.astype(np.float32).tobytes() for row in rows]
+
+        values = await self._cached(engine, "embed", [sentence, *labels], compute)
+        vectors = np.stack([np.frombuffer(v, dtype=np.float32) for v in values])
+        probs = zero_shot(vectors[:1], unit(vectors[1:]), manifest.zero_shot.temperature)[0]
+        scores = ranked(labels, probs)
+        return str(scores[0]["label"]), scores
+
+    async def _cached(self, engine: Engine, op: str, texts: list[str], compute: Compute) -> list[bytes]:
+        """Per-text values for `op`: cache hits as stored; each missing text computed once and stored.
+
+        "Once" holds across requests too: a text already being computed for another request is awaited, not
+        computed again, so a burst of identical requests on a cold cache (every client starting at once) costs
+        one pass, not one per client.
+        """
+        s = self.settings
+        keys = [cache_key(s.cache_prefix, engine.model_key, op, text) for text in texts]
+        found = await self.cache.get_many(keys)
+        values = {key: value for key, value in zip(keys, found, strict=True) if value is not None}
+        found_flags = [key in values for key in keys]
+        record_cache_lookups(found_flags)
+        hits = sum(found_flags)
+        self.metrics.cache_hits.labels(op=op).inc(hits)
+        self.metrics.cache_misses.labels(op=op).inc(len(keys) - hits)
+
+        missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in values}
+        joined = {key: self._inflight[key] for key in missing if key in self._inflight}
+        if joined:
+            self.metrics.coalesced.labels(op=op).inc(len(joined))
+        mine = {key: text for key, text in missing.items() if key not in joined}
+        if mine:
+            task = asyncio.create_task(self._compute(engine, mine, compute))
+            task.add_done_callback(_consume_error)
+            for key in mine:
+                self._inflight[key] = task
+            joined.update(dict.fromkeys(mine, task))
+        for key, pending in joined.items():
+            # shield: a client that goes away must not cancel work other requests are waiting for.
+            values[key] = (await asyncio.shield(pending))[key]
+        return [values[key] for key in keys]
+
+    async def _compute(self, engine: Engine, work: dict[str, str], compute: Compute) -> dict[str, bytes]:
+        """Run the model for `work` (cache key -> text), store the answers, and release the in-flight keys."""
+        try:
+            fresh = dict(zip(work, compute(await engine.batcher.submit(list(work.values()))), strict=True))
+            await self.cache.set_many(fresh)
+            return fresh
+        finally:
+            for key in work:
+                self._inflight.pop(key, None)
+
+    def status(self) -> dict[str, object]:
+        """Model facts for /health."""
+        if self.manifest is None:
+            return {"loaded": False, "error": self.error}
+        m = self.manifest
+        return {
+            "loaded": self.ready,
+            "source": m.source,
+            "revision": m.revision,
+            "task": m.task,
+            "labels": m.labels,
+            "content_hash": m.content_hash[:16],
+            "precision": {name: getattr(e.backend, "precision", "fp32") for name, e in self.engines.items()},
+            "error": self.error,
+        }
+
+    async def close(self) -> None:
+        """Drain queued work, then stop the batchers."""
+        for engine in self.engines.values():
+            await engine.batcher.close()

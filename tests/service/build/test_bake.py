@@ -1,0 +1,91 @@
+"""`mlapi bake`: a self-contained directory with a truthful manifest, replaced atomically."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from mlapi.engine.manifest import Manifest, content_hash
+
+
+def test_bake_bundled_default_writes_a_complete_directory(minilm_dir) -> None:
+    manifest = Manifest.load(minilm_dir)
+    assert manifest.task == "sentence-embedding"
+    assert manifest.pooling == "mean"
+    assert manifest.labels == ["POSITIVE", "NEGATIVE"]
+    assert manifest.max_length == 256
+    assert manifest.input_names == ["input_ids", "attention_mask", "token_type_ids"]
+    for name in ("tokenizer.json", manifest.onnx_fp32, manifest.onnx_int8, "hf/model.safetensors", "hf/config.json"):
+        assert (minilm_dir / str(name)).is_file(), name
+    assert manifest.content_hash == content_hash(minilm_dir)
+
+
+def test_bake_records_the_int8_measurement(minilm_dir) -> None:
+    q = Manifest.load(minilm_dir).quantization
+    assert q.chosen == "int8"
+    assert q.metrics["min_cosine"] >= 0.99
+    assert q.metrics["query_agreement"] == 1.0
+    assert [t["recipe"] for t in q.tried][-1] == q.recipe
+    assert all(not t["ok"] for t in q.tried[:-1])  # faster recipes that drifted too far are reported, not used
+
+
+def test_bake_classifier_takes_task_and_labels_from_the_model(classifier_dir) -> None:
+    manifest = Manifest.load(classifier_dir)
+    assert manifest.task == "text-classification"
+    assert manifest.labels == ["NEGATIVE", "NEUTRAL", "POSITIVE"]
+    assert manifest.zero_shot is None
+    assert manifest.max_length == 128
+
+
+def test_content_hash_changes_with_any_file(tmp_path) -> None:
+    (tmp_path / "a.bin").write_bytes(b"one")
+    before = content_hash(tmp_path)
+    (tmp_path / "a.bin").write_bytes(b"two")
+    assert content_hash(tmp_path) != before
+    (tmp_path / "manifest.json").write_text("{}")
+    assert content_hash(tmp_path) == content_hash(tmp_path)
+
+
+def test_cli_bake_with_the_image_flags_replaces_the_output(tmp_path, classifier_dir) -> None:
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an older bake")
+    source = classifier_dir.parent / "source"
+    # The Dockerfile's bake line: mlapi bake "$MODEL_ID" --revision "$MODEL_REVISION" --out DIR --onnx-only
+    result = subprocess.run(
+        [sys.executable, "-m", "mlapi", "bake", str(source), "--revision", "main", "--out", str(out),
+         "--onnx-only", "--no-int8"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "serving precision: fp32" in result.stdout
+    assert not (out / "stale.txt").exists()
+    assert not (out / "hf").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["onnx_int8"] is None
+    assert manifest["torch_dir"] is None
+    assert manifest["revision"] == "main"
+    assert manifest["quantization"]["reason"] == "quantisation disabled at bake"
+
+
+def test_bake_of_a_missing_source_fails_clearly_and_leaves_nothing(tmp_path) -> None:
+    out = tmp_path / "model"
+    result = subprocess.run(
+        [sys.executable, "-m", "mlapi", "bake", "no-such-org/no-such-model", "--revision", "v1",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")},
+    )
+    assert result.returncode == 2
+    assert "'no-such-org/no-such-model' is not a local directory" in result.stderr
+    assert "revision v1" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bake-")]
+
+
+def test_load_of_a_directory_that_was_never_baked_says_so(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match="mlapi bake"):
+        Manifest.load(tmp_path)
