@@ -15,15 +15,15 @@ from fastapi import FastAPI
 
 from mlapi import __version__
 from mlapi.api.deadline import DeadlineMiddleware
+from mlapi.api.handlers import install_error_handlers
 from mlapi.api.layout import include_routes
 from mlapi.api.middleware import BodyLimitMiddleware, JsonByDefaultMiddleware, MetricsMiddleware
 from mlapi.api.pages import build_page_router
-from mlapi.api.request_stats import RequestStatsMiddleware
+from mlapi.api.request_stats import ServerTimingMiddleware
 from mlapi.api.routes import build_router
 from mlapi.auth.access import install_access
 from mlapi.engine.cache import Cache, MemoryCache, NullCache, RedisCache, TieredCache
 from mlapi.engine.predictor import Predictor
-from mlapi.errors import install_error_handlers
 from mlapi.metrics import Metrics
 from mlapi.settings import Settings
 
@@ -89,5 +89,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(DeadlineMiddleware, seconds=settings.request_timeout_seconds, metrics=metrics)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestStatsMiddleware)
+    app.add_middleware(ServerTimingMiddleware)
     return app

@@ -12,7 +12,8 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mlapi.errors import RequestTimedOut, error_response
+from mlapi.api.handlers import error_response
+from mlapi.errors import RequestTimedOut
 from mlapi.metrics import Metrics
 
 

@@ -8,15 +8,13 @@ server itself spent on the request, apart from the network, without scraping `/m
     X-Cache-Texts: hit,miss,miss   the same, per text in request order (omitted past `MAX_LISTED` texts)
     Server-Timing: app;dur=4.2     milliseconds from the request reaching the app to its answer starting
 
-The predictor records lookups into a context variable that this middleware sets for each request, so no route
-or return type has to carry them.
+The engine returns which texts the cache answered with each answer; the routes turn that into the `X-Cache-*`
+headers (`cache_headers`), and `ServerTimingMiddleware` times every request.
 """
 
 from __future__ import annotations
 
 import time
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
@@ -26,25 +24,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 MAX_LISTED = 256
 
 
-@dataclass
-class RequestStats:
-    """What one request's cache lookups found, in order (True for a hit)."""
-
-    lookups: list[bool] = field(default_factory=list)
-
-
-_current: ContextVar[RequestStats | None] = ContextVar("mlapi_request_stats", default=None)
-
-
-def record_cache_lookups(hits: list[bool]) -> None:
-    """Note the cache result of each text the current request looked up (no-op outside a request)."""
-    stats = _current.get()
-    if stats is not None:
-        stats.lookups.extend(hits)
+def cache_headers(cached: list[bool]) -> dict[str, str]:
+    """The `X-Cache-*` headers for an answer whose texts the cache did (True) or did not answer, in order."""
+    if not cached:
+        return {}
+    hits = sum(cached)
+    headers = {"X-Cache-Hits": str(hits), "X-Cache-Misses": str(len(cached) - hits)}
+    if len(cached) <= MAX_LISTED:
+        headers["X-Cache-Texts"] = ",".join("hit" if hit else "miss" for hit in cached)
+    return headers
 
 
-class RequestStatsMiddleware:
-    """Add `Server-Timing` to every answer and the `X-Cache-*` headers to answers that looked texts up."""
+class ServerTimingMiddleware:
+    """Add `Server-Timing: app;dur=<ms>` to every answer."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -53,26 +45,15 @@ class RequestStatsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        stats = RequestStats()
-        token = _current.set(stats)
         started = time.perf_counter()
 
-        async def send_with_headers(message: Message) -> None:
+        async def send_with_timing(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 headers.append("Server-Timing", f"app;dur={(time.perf_counter() - started) * 1000:.1f}")
-                if stats.lookups and message["status"] < 400:
-                    hits = sum(stats.lookups)
-                    headers["X-Cache-Hits"] = str(hits)
-                    headers["X-Cache-Misses"] = str(len(stats.lookups) - hits)
-                    if len(stats.lookups) <= MAX_LISTED:
-                        headers["X-Cache-Texts"] = ",".join("hit" if hit else "miss" for hit in stats.lookups)
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_headers)
-        finally:
-            _current.reset(token)
+        await self.app(scope, receive, send_with_timing)
 
 
 def _header(description: str, kind: str = "string") -> dict[str, Any]:

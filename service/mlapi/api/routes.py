@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mlapi.api.request_stats import RESPONSE_HEADERS
+from mlapi.api.request_stats import RESPONSE_HEADERS, cache_headers
 from mlapi.api.schemas import (
     ErrorResponse,
     HealthResponse,
@@ -77,7 +77,8 @@ def build_router(settings: Settings, prefix: str = "") -> APIRouter:
         texts = cast(PredictRequest, body).text
         metrics.texts.labels(route="predict").inc(len(texts))
         # Already-serialised JSON (see Predictor.predict); the response model documents its shape.
-        return Response(await predictor.predict(texts, backend), media_type="application/json")
+        prediction = await predictor.predict(texts, backend)
+        return Response(prediction.body, media_type="application/json", headers=cache_headers(prediction.cached))
 
     for alias in PREDICT_ALIASES:
         router.add_api_route(alias, predict, methods=["POST"], response_model=PredictResponse, responses=_OK,
@@ -87,12 +88,14 @@ def build_router(settings: Settings, prefix: str = "") -> APIRouter:
 
     @router.post("/query", responses=_OK, summary="Rank candidate labels for a sentence")
     async def query(
-        body: query_request, predictor: PredictorDep, metrics: MetricsDep, backend: BackendQuery = None  # type: ignore[valid-type]
+        body: query_request, predictor: PredictorDep, metrics: MetricsDep, response: Response,  # type: ignore[valid-type]
+        backend: BackendQuery = None,
     ) -> QueryResponse:
         request = cast(QueryRequest, body)
         metrics.texts.labels(route="query").inc(1 + len(request.labels))
-        label, scores = await predictor.query(request.sentence, request.labels, backend)
-        return QueryResponse.model_validate({"label": label, "scores": scores})
+        answer = await predictor.query(request.sentence, request.labels, backend)
+        response.headers.update(cache_headers(answer.cached))
+        return QueryResponse.model_validate({"label": answer.label, "scores": answer.scores})
 
     @router.get("/health", responses={503: {"model": HealthResponse, "description": "Loading, failed or draining"}})
     async def health(request: Request, predictor: PredictorDep) -> HealthResponse:

@@ -13,6 +13,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model
 
+from mlapi.api.request_stats import cache_headers
 from mlapi.api.schemas import LabelScore
 from mlapi.engine.predictor import Predictor
 from mlapi.errors import UnsupportedTask
@@ -44,12 +45,14 @@ def build_infer_request(settings: Settings) -> type[InferRequest]:
     )
 
 
-async def _top(request: Request, text: str, backend: str) -> LabelScore:
+async def _top(request: Request, response: Response, text: str, backend: str) -> LabelScore:
     """The best label for one text from `backend`, through /predict's cache and batcher."""
     predictor: Predictor = request.app.state.predictor
     metrics: Metrics = request.app.state.metrics
     metrics.texts.labels(route="infer").inc()
-    labels = orjson.loads(await predictor.predict([text], backend))["predictions"][0]
+    prediction = await predictor.predict([text], backend)
+    response.headers.update(cache_headers(prediction.cached))
+    labels = orjson.loads(prediction.body)["predictions"][0]
     return LabelScore.model_validate(max(labels, key=lambda item: item["score"]))
 
 
@@ -68,7 +71,7 @@ def add_seed_infer_routes(router: APIRouter, settings: Settings, responses: dict
         predictor: Predictor = request.app.state.predictor
         backend = "torch" if "torch" in predictor.engines else settings.backend
         response.headers[BACKEND_HEADER] = backend
-        return [await _top(request, cast(InferRequest, body).input, backend)]
+        return [await _top(request, response, cast(InferRequest, body).input, backend)]
 
     @router.post(
         "/onnx/infer", response_model=SentimentResponse, responses=responses,
@@ -83,5 +86,5 @@ def add_seed_infer_routes(router: APIRouter, settings: Settings, responses: dict
                 "(add onnx to MLAPI_EXTRA_BACKENDS)"
             )
         response.headers[BACKEND_HEADER] = "onnx"
-        top = await _top(request, cast(InferRequest, body).input, "onnx")
+        top = await _top(request, response, cast(InferRequest, body).input, "onnx")
         return SentimentResponse(sentiment=top.label.lower(), score=top.score)

@@ -25,9 +25,10 @@ from fastapi import FastAPI
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mlapi.api.handlers import error_response
 from mlapi.auth.keys import ApiKey, KeyStore, parse_keys
 from mlapi.auth.ratelimit import Bucket, Decision, RateLimiter
-from mlapi.errors import BodyTimeout, Forbidden, RateLimited, ServiceError, Unauthorized, error_response
+from mlapi.errors import BodyTimeout, Forbidden, RateLimited, ServiceError, Unauthorized
 from mlapi.settings import Settings
 
 OPEN_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from mlapi.api.request_stats import record_cache_lookups
 from mlapi.engine.backends import Backend, load_backend
 from mlapi.engine.batching import MicroBatcher
 from mlapi.engine.cache import Cache, cache_key
@@ -47,6 +46,23 @@ class Engine:
     batcher: MicroBatcher
     model_key: str
     label_vectors: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A /predict answer as JSON bytes, and per text in request order whether the cache answered it."""
+
+    body: bytes
+    cached: list[bool]
+
+
+@dataclass(frozen=True)
+class QueryAnswer:
+    """A /query answer, and per text (the sentence, then each label) whether the cache answered it."""
+
+    label: str
+    scores: list[dict[str, object]]
+    cached: list[bool]
 
 
 class Predictor:
@@ -128,7 +144,7 @@ class Predictor:
                                loc=("query", "backend"))
         return self.engines[name]
 
-    async def predict(self, texts: list[str], backend: str | None = None) -> bytes:
+    async def predict(self, texts: list[str], backend: str | None = None) -> Prediction:
         """The /predict JSON body: every label's score for each text, high to low (or as MLAPI_LABEL_ORDER says).
 
         Only texts the cache does not hold are computed. Each text's answer is kept as its JSON bytes, so a cached
@@ -136,7 +152,7 @@ class Predictor:
         """
         engine = self.engine(backend)
         if not texts:
-            return b'{"predictions":[]}'
+            return Prediction(b'{"predictions":[]}', [])
         manifest = self.manifest
         assert manifest is not None
 
@@ -148,11 +164,10 @@ class Predictor:
                 probs = zero_shot(rows, engine.label_vectors, manifest.zero_shot.temperature)
             return [orjson.dumps(ranked(manifest.labels, p, self.settings.label_order)) for p in probs]
 
-        values = await self._cached(engine, "predict", texts, compute)
-        return b'{"predictions":[' + b",".join(values) + b"]}"
+        values, cached = await self._cached(engine, "predict", texts, compute)
+        return Prediction(b'{"predictions":[' + b",".join(values) + b"]}", cached)
 
-    async def query(self, sentence: str, labels: list[str], backend: str | None = None
-                    ) -> tuple[str, list[dict[str, object]]]:
+    async def query(self, sentence: str, labels: list[str], backend: str | None = None) -> QueryAnswer:
         """Rank candidate labels for a sentence by embedding similarity (sentence-embedding models only)."""
         engine = self.engine(backend)
         manifest = self.manifest
@@ -167,14 +182,16 @@ class Predictor:
             # The graph already returns unit-length embeddings; zero_shot normalises what it compares anyway.
             return [row.astype(np.float32).tobytes() for row in rows]
 
-        values = await self._cached(engine, "embed", [sentence, *labels], compute)
+        values, cached = await self._cached(engine, "embed", [sentence, *labels], compute)
         vectors = np.stack([np.frombuffer(v, dtype=np.float32) for v in values])
         probs = zero_shot(vectors[:1], unit(vectors[1:]), manifest.zero_shot.temperature)[0]
         scores = ranked(labels, probs)
-        return str(scores[0]["label"]), scores
+        return QueryAnswer(str(scores[0]["label"]), scores, cached)
 
-    async def _cached(self, engine: Engine, op: str, texts: list[str], compute: Compute) -> list[bytes]:
-        """Per-text values for `op`: cache hits as stored; each missing text computed once and stored.
+    async def _cached(self, engine: Engine, op: str, texts: list[str], compute: Compute
+                      ) -> tuple[list[bytes], list[bool]]:
+        """Per-text values for `op` and, per text, whether the cache held it: hits as stored; each missing text
+        computed once and stored.
 
         "Once" holds across requests too: a text already being computed for another request is awaited, not
         computed again, so a burst of identical requests on a cold cache (every client starting at once) costs
@@ -185,7 +202,6 @@ class Predictor:
         found = await self.cache.get_many(keys)
         values = {key: value for key, value in zip(keys, found, strict=True) if value is not None}
         found_flags = [key in values for key in keys]
-        record_cache_lookups(found_flags)
         hits = sum(found_flags)
         self.metrics.cache_hits.labels(op=op).inc(hits)
         self.metrics.cache_misses.labels(op=op).inc(len(keys) - hits)
@@ -204,7 +220,7 @@ class Predictor:
         for key, pending in joined.items():
             # shield: a client that goes away must not cancel work other requests are waiting for.
             values[key] = (await asyncio.shield(pending))[key]
-        return [values[key] for key in keys]
+        return [values[key] for key in keys], found_flags
 
     async def _compute(self, engine: Engine, work: dict[str, str], compute: Compute) -> dict[str, bytes]:
         """Run the model for `work` (cache key -> text), store the answers, and release the in-flight keys."""
