@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware import Middleware
 
 from mlapi import __version__
 from mlapi.api.deadline import DeadlineMiddleware
@@ -21,7 +22,7 @@ from mlapi.api.middleware import BodyLimitMiddleware, JsonByDefaultMiddleware, M
 from mlapi.api.pages import build_page_router
 from mlapi.api.request_stats import ServerTimingMiddleware
 from mlapi.api.routes import build_router
-from mlapi.auth.access import install_access
+from mlapi.auth.access import AccessControl, AccessMiddleware, document_access
 from mlapi.engine.cache import Cache, MemoryCache, NullCache, RedisCache, TieredCache
 from mlapi.engine.predictor import Predictor
 from mlapi.metrics import Metrics
@@ -44,11 +45,28 @@ def build_cache(settings: Settings, metrics: Metrics) -> Cache:
     return near
 
 
+def middleware_stack(settings: Settings, metrics: Metrics, access: AccessControl) -> list[Middleware]:
+    """Every middleware of the app, outermost first: the order a request passes through them.
+
+    Timing and metrics see every answer, refusals included; the deadline bounds everything inside it; the body
+    limit runs before access control reads a body; JSON-by-default is next to the routes it serves.
+    """
+    return [
+        Middleware(ServerTimingMiddleware),
+        Middleware(MetricsMiddleware, metrics=metrics),
+        Middleware(DeadlineMiddleware, seconds=settings.request_timeout_seconds, metrics=metrics),
+        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        Middleware(AccessMiddleware, access=access),
+        Middleware(JsonByDefaultMiddleware),
+    ]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A ready-to-serve app for one baked model."""
     settings = settings or Settings()
     metrics = Metrics()
     metrics.prime(settings.path_prefix)
+    access = AccessControl(settings, metrics.registry)  # closed by the lifespan below
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -73,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Sentiment and zero-shot labels from a baked Hugging Face model, cached and micro-batched.",
         lifespan=lifespan,
+        middleware=middleware_stack(settings, metrics, access),
         docs_url=f"{prefix}/docs",
         redoc_url=f"{prefix}/redoc",
         openapi_url=f"{prefix}/openapi.json",
@@ -84,10 +103,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     include_routes(app, lambda at: build_router(settings, at), prefix)
     app.include_router(build_page_router(prefix))
-    app.add_middleware(JsonByDefaultMiddleware)
-    access = install_access(app, settings, metrics.registry)  # inside the body limit: reads bodies it allows
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(DeadlineMiddleware, seconds=settings.request_timeout_seconds, metrics=metrics)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(ServerTimingMiddleware)
+    document_access(app, settings)
     return app

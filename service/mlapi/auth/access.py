@@ -263,11 +263,3 @@ def document_access(app: FastAPI, settings: Settings) -> None:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-def install_access(app: FastAPI, settings: Settings, registry: Any) -> AccessControl:
-    """Add the middleware and its OpenAPI documentation to `app`; returns the policy (closed at shutdown)."""
-    access = AccessControl(settings, registry)
-    app.add_middleware(AccessMiddleware, access=access)
-    document_access(app, settings)
-    return access
