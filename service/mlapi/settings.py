@@ -28,45 +28,180 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MLAPI_", extra="ignore", frozen=True)
 
-    model_dir: Path = Path("models/default")
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
-    path_prefix: str = ""
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    model_dir: Path = Field(
+        Path("models/default"),
+        description="baked model directory (`mlapi serve --model-dir` overrides it)",
+    )
+    host: str = Field(
+        "127.0.0.1",
+        description="bind address (containers set `0.0.0.0`)",
+    )
+    port: int = Field(
+        8000, ge=1, le=65535,
+        description="bind port (`mlapi serve --port` overrides it)",
+    )
+    path_prefix: str = Field(
+        "",
+        description=(
+            "serve every route (docs included) under e.g. `/project`, and at the root as well (an ALB cannot "
+            "rewrite paths; probes use `/health`); the OpenAPI document lists the prefixed routes"
+        ),
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
+        "info",
+        description="server log level: `critical`, `error`, `warning`, `info` or `debug`",
+    )
 
-    backend: BackendName = "onnx"
-    extra_backends: Annotated[list[BackendName], NoDecode] = []
-    precision: Literal["auto", "int8", "fp32"] = "auto"
-    intra_op_threads: int | None = Field(None, ge=1, le=256)
-    inference_workers: int | None = Field(None, ge=1, le=64)
+    backend: BackendName = Field(
+        "onnx",
+        description="default backend: `onnx` or `torch`",
+    )
+    extra_backends: Annotated[list[BackendName], NoDecode] = Field(
+        [],
+        description="more backends to load, comma-separated (e.g. `torch`), chosen per request with `?backend=`",
+    )
+    precision: Literal["auto", "int8", "fp32"] = Field(
+        "auto",
+        description="`auto` (what bake measured safe), `int8` or `fp32`",
+    )
+    intra_op_threads: int | None = Field(
+        None, ge=1, le=256,
+        description="inference threads in all, split over the workers; unset: the CPUs in the cgroup quota",
+    )
+    inference_workers: int | None = Field(
+        None, ge=1, le=64,
+        description=(
+            "ONNX passes run side by side, each with its share of the threads. Unset: workers of two threads "
+            "each, as many as the CPUs allow (1 CPU: 1 x 1; 2-3: 1 x 2-3; 4: 2 x 2; 8: 4 x 2), since one pass on "
+            "two threads answers a lone request fastest and ONNX Runtime gains little past two threads on passes "
+            "of a few short texts"
+        ),
+    )
 
-    redis_url: SecretStr | None = None
-    cache_enabled: bool = True
-    cache_prefix: str = Field("fastapi-cache-project", min_length=1, max_length=200)
-    cache_ttl_seconds: int = Field(86_400, ge=1)
-    cache_max_entries: int = Field(100_000, ge=1)
-    redis_timeout_ms: int = Field(100, ge=1, le=10_000)
-    redis_cooldown_seconds: float = Field(5.0, ge=0.0)
+    redis_url: SecretStr | None = Field(
+        None,
+        description="Redis URL; unset = in-process LRU",
+    )
+    cache_enabled: bool = Field(
+        True,
+        description="`false` computes every text",
+    )
+    cache_prefix: str = Field(
+        "fastapi-cache-project", min_length=1, max_length=200,
+        description="key prefix",
+    )
+    cache_ttl_seconds: int = Field(
+        86_400, ge=1,
+        description="entry lifetime",
+    )
+    cache_max_entries: int = Field(
+        100_000, ge=1,
+        description="in-process LRU size (alone, or in front of Redis)",
+    )
+    redis_timeout_ms: int = Field(
+        100, ge=1, le=10_000,
+        description="connect and call timeout",
+    )
+    redis_cooldown_seconds: float = Field(
+        5.0, ge=0.0,
+        description="how long to skip Redis after a failure",
+    )
 
-    max_batch: int = Field(1000, ge=1, le=10_000)
-    max_chars: int = Field(4096, ge=1)
-    max_labels: int = Field(64, ge=1)
-    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
-    max_queue: int = Field(4096, ge=1)
-    batch_max_size: int = Field(32, ge=1, le=4096)
-    batch_max_tokens: int = Field(8192, ge=16)
-    batch_wait_ms: float = Field(0.0, ge=0.0, le=1000.0)
-    request_timeout_seconds: float = Field(30.0, gt=0.0, le=3600.0)
-    drain_seconds: float = Field(0.0, ge=0.0, le=300.0)
-    label_order: Literal["score", "model"] = "score"
-    body_read_timeout_seconds: float = Field(15.0, gt=0.0, le=600.0)
+    max_batch: int = Field(
+        1000, ge=1, le=10_000,
+        description="texts per request (the body limit and the token-budgeted batcher bound the cost)",
+    )
+    max_chars: int = Field(
+        4096, ge=1,
+        description="characters per text (longer texts are refused; texts over the model's token limit are truncated)",
+    )
+    max_labels: int = Field(
+        64, ge=1,
+        description="labels per `/query`",
+    )
+    max_body_bytes: int = Field(
+        2 * 1024 * 1024, ge=1024,
+        description="request body limit",
+    )
+    max_queue: int = Field(
+        4096, ge=1,
+        description="texts waiting for inference before 503; at least `MLAPI_MAX_BATCH` and 1 + `MLAPI_MAX_LABELS`",
+    )
+    batch_max_size: int = Field(
+        32, ge=1, le=4096,
+        description="texts per forward pass",
+    )
+    batch_max_tokens: int = Field(
+        8192, ge=16,
+        description=(
+            "padded tokens per forward pass, at most. Within it, texts are sorted by length and a pass ends where"
+            " padding the next texts would cost more than a pass of its own, as measured by bake on the served "
+            "graph (`pass_overhead_tokens` in the manifest)"
+        ),
+    )
+    batch_wait_ms: float = Field(
+        0.0, ge=0.0, le=1000.0,
+        description=(
+            "how long a short queue waits for more requests before a pass (0: requests that arrive during a pass "
+            "join the next one, which measured best here)"
+        ),
+    )
+    request_timeout_seconds: float = Field(
+        30.0, gt=0.0, le=3600.0,
+        description=(
+            "deadline of every request: past it, 503 `timeout` with `Retry-After` (uvicorn's graceful-shutdown "
+            "time is this plus 10 s, so a stop never cuts a request off)"
+        ),
+    )
+    drain_seconds: float = Field(
+        0.0, ge=0.0, le=300.0,
+        description=(
+            "after SIGTERM, keep listening this long with `/health` at 503 `draining` before the graceful "
+            "shutdown (for load balancers without a pre-stop hook); a stop takes at most drain + timeout + 10 s"
+        ),
+    )
+    label_order: Literal["score", "model"] = Field(
+        "score",
+        description=(
+            "order of each text's labels in `/predict`: `score` (high to low) or `model` (the model's label ids, "
+            "as the pipeline's `return_all_scores=True`)"
+        ),
+    )
+    body_read_timeout_seconds: float = Field(
+        15.0, gt=0.0, le=600.0,
+        description="time a client has to send a request's whole body before 408 (slow clients cannot hold the server)",
+    )
 
-    api_keys_file: Path | None = None
-    api_keys: SecretStr | None = None
-    api_keys_reload_seconds: float = Field(10.0, gt=0.0, le=60.0)
-    rate_limit_requests: float = Field(0.0, ge=0.0)
-    rate_limit_texts: float = Field(0.0, ge=0.0)
-    rate_limit_burst_seconds: float = Field(2.0, gt=0.0, le=3600.0)
+    api_keys_file: Path | None = Field(
+        None,
+        description="keys file (see API keys); unset with `MLAPI_API_KEYS` unset = no keys needed",
+    )
+    api_keys: SecretStr | None = Field(
+        None,
+        description=(
+            "the keys file's content, for secrets injected as a variable (set one of the two); set but blank = "
+            "keys required, none valid"
+        ),
+    )
+    api_keys_reload_seconds: float = Field(
+        10.0, gt=0.0, le=60.0,
+        description="how often the keys file is checked for changes (at most 60)",
+    )
+    rate_limit_requests: float = Field(
+        0.0, ge=0.0,
+        description=(
+            "requests per second per key (or per client address without keys); `0` = no limit; a key's `rate=` "
+            "overrides it"
+        ),
+    )
+    rate_limit_texts: float = Field(
+        0.0, ge=0.0,
+        description="texts per second per key (or address); `0` = no limit; a key's `texts=` overrides it",
+    )
+    rate_limit_burst_seconds: float = Field(
+        2.0, gt=0.0, le=3600.0,
+        description="bucket size in seconds of rate: how far a client may burst above its rate",
+    )
 
     @field_validator("path_prefix")
     @classmethod
@@ -161,6 +296,29 @@ def setting_variables() -> set[str]:
     return {f"MLAPI_{name.upper()}" for name in Settings.model_fields}
 
 
+def settings_table() -> str:
+    """The README's configuration table, one row per setting, from each field's default and description.
+
+    The README is checked against it (tests/test_readme_settings.py), so the table cannot drift from the code:
+    `python -m mlapi.settings` prints it.
+    """
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if default is None:
+            shown = "unset"
+        elif default in ("", []):
+            shown = "empty"
+        elif isinstance(default, bool):
+            shown = f"`{str(default).lower()}`"
+        elif isinstance(default, float) and default.is_integer():
+            shown = f"`{int(default)}`"
+        else:
+            shown = f"`{default}`"
+        rows.append(f"| `MLAPI_{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(rows)
+
+
 def unknown_variables(environ: dict[str, str] | os._Environ[str]) -> list[str]:
     """`MLAPI_*` variables that name no setting: a typo would otherwise be ignored without a word."""
     known = setting_variables()
@@ -200,3 +358,7 @@ def _cgroup_quota(root: Path) -> float | None:
     except (OSError, ValueError):
         return None
     return None
+
+
+if __name__ == "__main__":
+    print(settings_table())
