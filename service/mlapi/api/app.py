@@ -92,10 +92,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Sentiment and zero-shot labels from a baked Hugging Face model, cached and micro-batched.",
         lifespan=lifespan,
         middleware=middleware_stack(settings, metrics, access),
-        docs_url=f"{prefix}/docs",
-        redoc_url=f"{prefix}/redoc",
+        docs_url=None,  # served with the package's own assets by include_routes (mlapi.api.docs)
+        redoc_url=None,
         openapi_url=f"{prefix}/openapi.json",
-        swagger_ui_oauth2_redirect_url=f"{prefix}/docs/oauth2-redirect",
     )
     app.state.settings = settings
     app.state.draining = False  # set on SIGTERM (server.py) and at shutdown: /health answers 503 from then on

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
+
+from mlapi.api.docs import build_docs_router
 
 
 def include_routes(app: FastAPI, build: Callable[[str], APIRouter], prefix: str) -> None:
@@ -21,31 +22,19 @@ def include_routes(app: FastAPI, build: Callable[[str], APIRouter], prefix: str)
     label `/project/predict` and `/predict` apart.
     """
     app.include_router(build(prefix))
+    app.include_router(build_docs_router(app, prefix))
     if prefix:
         app.include_router(build(""), include_in_schema=False)
-        app.include_router(_root_docs(app))
+        app.include_router(build_docs_router(app, ""))
+        app.include_router(_root_openapi(app))
 
 
-def _root_docs(app: FastAPI) -> APIRouter:
-    """`/docs`, `/redoc` and `/openapi.json` at the root: the same document, pages that load it from the root."""
+def _root_openapi(app: FastAPI) -> APIRouter:
+    """`/openapi.json` at the root: the same document the prefixed one serves."""
     router = APIRouter(include_in_schema=False)
 
     @router.get("/openapi.json")
     async def openapi(_: Request) -> JSONResponse:
         return JSONResponse(app.openapi())
-
-    @router.get("/docs")
-    async def docs(_: Request) -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json", title=f"{app.title} - Swagger UI", oauth2_redirect_url="/docs/oauth2-redirect"
-        )
-
-    @router.get("/docs/oauth2-redirect")
-    async def oauth2_redirect(_: Request) -> HTMLResponse:
-        return get_swagger_ui_oauth2_redirect_html()
-
-    @router.get("/redoc")
-    async def redoc(_: Request) -> HTMLResponse:
-        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - ReDoc")
 
     return router

@@ -369,3 +369,32 @@ def test_api_key_errors_and_rate_limit_are_explained_in_words(servers, open_page
     assert re.search(r"\(retry after \d+ s\)", alert.inner_text()), alert.inner_text()
     statuses = [re.search(r"status of (\d+)", e).group(1) for e in watched.errors]  # type: ignore[union-attr]
     assert statuses == ["401", "403", "429"], watched.errors
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+def test_interactive_docs_render_with_no_network(servers, browser, artifacts, path: str) -> None:
+    """Every request that leaves this machine is aborted: the docs must render from the server's own files."""
+    context = browser.new_context(viewport=DESKTOP)
+    outside: list[str] = []
+
+    def only_local(route) -> None:  # type: ignore[no-untyped-def]
+        if route.request.url.startswith("http://127.0.0.1:"):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_local)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(f"uncaught: {error}"))
+    try:
+        page.goto(f"{servers['minilm'].base}{path}")
+        title = page.locator(".swagger-ui .info .title" if path == "/docs" else "h1")
+        expect(title.first).to_contain_text("mlapi", timeout=30_000)
+        if path == "/docs":
+            expect(page.locator(".opblock-summary-path", has_text="/project/predict").first).to_be_visible()
+        page.screenshot(path=str(artifacts / f"docs{path.replace('/', '-')}.png"))
+    finally:
+        context.close()
+    assert outside == [] and errors == []
