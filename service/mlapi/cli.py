@@ -30,6 +30,17 @@ def _bake(args: argparse.Namespace) -> int:
     return 0
 
 
+_SERVE_FLAGS = {"model_dir": "--model-dir", "host": "--host", "port": "--port"}
+
+
+def _setting_name(field: str, overrides: dict[str, object]) -> str:
+    """How the user set `field`: the flag when given on the command line, else its MLAPI_ variable."""
+    variable = f"MLAPI_{field.upper()}"
+    if field in overrides:
+        return f"{_SERVE_FLAGS[field]} ({variable})"
+    return f"{variable} (or {_SERVE_FLAGS[field]})" if field in _SERVE_FLAGS else variable
+
+
 def _serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {"model_dir": args.model_dir, "host": args.host, "port": args.port}.items() if v}
     # Tokenizers' own thread pool fights the batcher's; the batcher already fills the cores.
@@ -42,18 +53,29 @@ def _serve(args: argparse.Namespace) -> int:
         settings = Settings(**overrides)
     except ValidationError as exc:
         for err in exc.errors():
-            where = f"MLAPI_{'_'.join(str(p) for p in err['loc']).upper()}: " if err["loc"] else ""
+            field = "_".join(str(p) for p in err["loc"])
+            where = f"{_setting_name(field, overrides)}: " if field else ""
             print(f"invalid configuration: {where}{err['msg'].removeprefix('Value error, ')}", file=sys.stderr)
         return 2
     if not (settings.model_dir / "manifest.json").is_file():
-        print(f"invalid configuration: MLAPI_MODEL_DIR: {settings.model_dir} is not a baked model directory; "
-              f"run `mlapi bake --out {settings.model_dir}` first", file=sys.stderr)
+        print(f"invalid configuration: {_setting_name('model_dir', overrides)}: {settings.model_dir} is not a baked "
+              f"model directory; run `mlapi bake --out {settings.model_dir}` first, or point "
+              f"{_SERVE_FLAGS['model_dir']} at one", file=sys.stderr)
+        return 2
+
+    from mlapi.server import AddressUnavailable, bind
+
+    try:  # before the model loads: a busy port is known in a millisecond, not after the load
+        sock = bind(settings.host, settings.port)
+    except AddressUnavailable as exc:
+        print(f"mlapi serve: {exc}; choose another with {_SERVE_FLAGS['port']} (or MLAPI_PORT)"
+              if exc.in_use else f"mlapi serve: {exc}", file=sys.stderr)
         return 2
 
     from mlapi.api.app import create_app
     from mlapi.server import serve
 
-    serve(create_app(settings), settings)
+    serve(create_app(settings), settings, sock)
     return 0
 
 

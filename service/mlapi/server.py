@@ -8,7 +8,9 @@ margin, so every request has answered (or timed out with a JSON 503) before uvic
 
 from __future__ import annotations
 
+import errno
 import math
+import socket
 import threading
 from types import FrameType
 
@@ -50,8 +52,33 @@ class DrainingServer(uvicorn.Server):
         self._drain.start()
 
 
-def serve(app: FastAPI, settings: Settings) -> None:
-    """Serve `app` until SIGTERM/SIGINT, then drain and stop cleanly."""
+class AddressUnavailable(OSError):
+    """The server cannot listen where it was told to; `in_use` when another process holds the port."""
+
+    def __init__(self, message: str, in_use: bool) -> None:
+        super().__init__(message)
+        self.in_use = in_use
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening-ready socket on host:port, bound before anything slow starts (uvicorn binds after the lifespan)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart reuses TIME_WAIT ports
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        where = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            raise AddressUnavailable(f"{where} is already in use by another process", in_use=True) from exc
+        raise AddressUnavailable(f"cannot listen on {where}: {exc.strerror}", in_use=False) from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(app: FastAPI, settings: Settings, sock: socket.socket | None = None) -> None:
+    """Serve `app` until SIGTERM/SIGINT, then drain and stop cleanly (on `sock` when given, from `bind`)."""
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -60,5 +87,5 @@ def serve(app: FastAPI, settings: Settings) -> None:
         timeout_graceful_shutdown=graceful_shutdown_seconds(settings),
         access_log=False,
     )
-    DrainingServer(config, app, settings.drain_seconds).run()
+    DrainingServer(config, app, settings.drain_seconds).run(sockets=[sock] if sock is not None else None)
 

@@ -105,3 +105,53 @@ def test_the_guard_itself_refuses_the_service_runtime() -> None:
     result = subprocess.run([sys.executable, "-c", _WITHOUT_RUNTIME, "serve", "--model-dir", "/nonexistent"],
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode != 0 and "No module named 'pydantic" in result.stderr
+
+
+def test_serve_on_a_busy_port_says_so_at_once_naming_the_flag(minilm_dir, unused_port: int) -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", unused_port))
+        holder.listen()
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "mlapi", "serve", "--model-dir", str(minilm_dir), "--port", str(unused_port)],
+            capture_output=True, text=True, timeout=120,
+        )
+    assert result.returncode == 2
+    assert f"127.0.0.1:{unused_port} is already in use" in result.stderr
+    assert "--port" in result.stderr
+    # The port is checked before the model loads: nothing of the load or of uvicorn is printed.
+    assert "model ready" not in result.stdout + result.stderr and "Errno" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert time.monotonic() - started < 100
+
+
+def test_serve_names_the_model_dir_flag_when_it_was_given(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mlapi", "serve", "--model-dir", str(tmp_path / "nothing")],
+        env={k: v for k, v in os.environ.items() if not k.startswith("MLAPI_")},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("invalid configuration: --model-dir (MLAPI_MODEL_DIR): ")
+    assert "is not a baked model directory" in result.stderr
+
+
+def test_serve_names_the_variable_when_the_model_dir_came_from_it(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLAPI_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "mlapi", "serve"], env={**env, "MLAPI_MODEL_DIR": str(tmp_path / "nothing")},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "MLAPI_MODEL_DIR (or --model-dir)" in result.stderr
+
+
+def test_serve_names_the_port_flag_for_a_bad_port(minilm_dir) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mlapi", "serve", "--model-dir", str(minilm_dir), "--port", "70000"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "invalid configuration: --port (MLAPI_PORT): " in result.stderr
