@@ -30,11 +30,19 @@ class InferRequest(BaseModel):
     input: str
 
 
-class SentimentResponse(BaseModel):
-    """`/onnx/infer`'s answer: the top label lower-cased, and its score."""
+SENTIMENT_LABELS = frozenset({"positive", "negative", "neutral"})
 
-    sentiment: str
-    score: float
+
+class SentimentResponse(BaseModel):
+    """`/onnx/infer`'s answer: the top label lower-cased, and its score; `label` too when it is not a sentiment."""
+
+    sentiment: str = Field(description="The top label, lower-cased (`positive` / `negative` for a sentiment model)")
+    score: float = Field(description="Its probability")
+    label: str | None = Field(
+        None,
+        description="Only for a model whose labels are not sentiments (POSITIVE / NEGATIVE / NEUTRAL): the top "
+        "label as the model names it. `sentiment` then holds that label too, lower-cased, not a sentiment.",
+    )
 
 
 def build_infer_request(settings: Settings) -> type[InferRequest]:
@@ -74,8 +82,11 @@ def add_seed_infer_routes(router: APIRouter, settings: Settings, responses: dict
         return [await _top(request, response, cast(InferRequest, body).input, backend)]
 
     @router.post(
-        "/onnx/infer", response_model=SentimentResponse, responses=responses,
+        "/onnx/infer", response_model=SentimentResponse, response_model_exclude_none=True, responses=responses,
         summary="Top label of one text from the ONNX backend, lower-cased",
+        description="The transformers-vs-ONNX seed's route, for its SST-2 sentiment model: `sentiment` is the top "
+        "label lower-cased. A model with other labels (say `outage` / `billing`) answers its top label the same "
+        "way, plus `label` as the model spells it; `/predict` gives every label with its score.",
     )
     async def onnx_infer(body: infer_request, request: Request, response: Response  # type: ignore[valid-type]
                          ) -> SentimentResponse:
@@ -87,4 +98,7 @@ def add_seed_infer_routes(router: APIRouter, settings: Settings, responses: dict
             )
         response.headers[BACKEND_HEADER] = "onnx"
         top = await _top(request, response, cast(InferRequest, body).input, "onnx")
-        return SentimentResponse(sentiment=top.label.lower(), score=top.score)
+        sentiment = top.label.lower()
+        predictor_labels = {label.lower() for label in (predictor.manifest.labels if predictor.manifest else [])}
+        custom = not predictor_labels <= SENTIMENT_LABELS
+        return SentimentResponse(sentiment=sentiment, score=top.score, label=top.label if custom else None)
