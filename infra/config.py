@@ -8,6 +8,7 @@ the two equal), because Pulumi's own defaults are not applied when the program r
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import re
@@ -292,13 +293,23 @@ def _cidr(value: Any, label: str) -> str:
         raise ConfigError(label, f"not a valid CIDR block: {value!r}") from err
 
 
+def did_you_mean(key: str, known: set[str] | frozenset[str], namespace: str = "") -> str:
+    """` (did you mean mlapi:X?)` for the known key closest to a misspelt one, as the service does for MLAPI_ names."""
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+    if not close:
+        lowered = {k.lower(): k for k in known}
+        close = [lowered[key.lower()]] if key.lower() in lowered else []
+    return f" (did you mean {namespace}{close[0]}?)" if close else ""
+
+
 def _service(index: int, item: Any) -> ModelService:
     where = f"services[{index}]"
     if not isinstance(item, Mapping):
         raise ConfigError(where, "must be an object with name, modelId and pathPrefix")
     unknown = sorted(set(item) - _SERVICE_KEYS)
     if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}", f"unknown key (known: {', '.join(sorted(_SERVICE_KEYS))})")
+        hint = did_you_mean(unknown[0], _SERVICE_KEYS)
+        raise ConfigError(f"{where}.{unknown[0]}", f"unknown key{hint} (known: {', '.join(sorted(_SERVICE_KEYS))})")
     for required in ("name", "modelId", "pathPrefix"):
         if required not in item:
             raise ConfigError(f"{where}.{required}", "is required")
@@ -362,7 +373,8 @@ def build_config(raw_values: Mapping[str, Any], *, project: str, stack: str, reg
         if key in _RETIRED_KEYS:
             raise ConfigError(key, _RETIRED_KEYS[key])
     if unknown:
-        raise ConfigError(unknown[0], "unknown key; see Pulumi.yaml for the keys this project reads")
+        hint = did_you_mean(unknown[0], _KNOWN_KEYS, f"{NAMESPACE}:")
+        raise ConfigError(unknown[0], f"unknown key{hint}; see Pulumi.yaml for the keys this project reads")
     raw = {**DEFAULTS, **raw_values}
     platform = raw["platform"]
     if platform not in ("eks", "fargate"):

@@ -116,9 +116,17 @@ def test_program_fails_on_bad_stack_config_naming_key() -> None:
         run_program("dev", {"mlapi:platform": "nomad"})
 
 
-def test_program_fails_on_misspelt_stack_key() -> None:
-    with pytest.raises(Exception, match=r"mlapi:nodeInstanceTyp: unknown key"):
-        run_program("dev", {"mlapi:nodeInstanceTyp": "m6i.large"})
+def test_program_fails_on_misspelt_stack_key_suggesting_the_right_one() -> None:
+    expected = r"mlapi:nodeCapacityTyp: unknown key \(did you mean mlapi:nodeCapacityType\?\)"
+    with pytest.raises(Exception, match=expected):
+        run_program("dev", {"mlapi:nodeCapacityTyp": "spot"})
+
+
+def test_unknown_key_far_from_any_gets_no_guess() -> None:
+    from infra.config import did_you_mean
+
+    assert did_you_mean("zzzz", {"platform", "services"}) == ""
+    assert did_you_mean("PLATFORM", {"platform", "services"}, "mlapi:") == " (did you mean mlapi:platform?)"
 
 
 def test_redis_url_encodes_every_allowed_special() -> None:
