@@ -1,9 +1,11 @@
-"""int8 dynamic quantisation that proves itself: try recipes from fastest to safest, keep the first within limits.
+"""int8 that proves itself: try recipes from fastest to safest, keep the first within limits and batch-invariant.
 
-Dynamic int8 makes a transformer on the CPU two to three times faster, but some models (small sentence encoders
-especially) drift further than their users would accept. Bake therefore measures each int8 graph against the fp32
-one on a fixed probe set and makes int8 the default only when the drift stays within `LIMITS`; otherwise the
-manifest says why and fp32 is served.
+int8 makes a transformer on the CPU faster, but some models (small sentence encoders especially) drift further
+than their users would accept, and ONNX Runtime's dynamic quantisation computes one activation scale over the whole
+padded batch, so every neighbour changes every answer. The recipes here quantise each row on its own (see
+`quantize`); bake measures each int8 graph against the fp32 one on a fixed probe set and checks each probe text
+alone against the same text in adversarial batches, and makes int8 the default only when the drift stays within
+`LIMITS` and no answer moves; otherwise the manifest says why and fp32 is served.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +50,9 @@ PROBE_TEXTS = [
     " ".join(["a very long review that goes on and on about many different things"] * 12),
 ]
 
+# Texts of the probe set checked alone against adversarial batches (each costs seven passes).
+INVARIANCE_PROBE_TEXTS = 12
+
 PROBE_QUERIES = [
     ("feeling like a million bucks", ["happy", "sad", "rich"]),
     ("I lost my job today", ["happy", "sad", "angry"]),
@@ -63,41 +69,107 @@ PROBE_QUERIES = [
 
 @dataclass(frozen=True)
 class Recipe:
-    """One way to quantise: which operators, and which MatMuls to leave in fp32."""
+    """One way to quantise: which MatMuls to leave in fp32."""
 
     name: str
-    op_types: tuple[str, ...]
     keep_ffn_output_fp32: bool
 
 
 # Fastest first. The feed-forward output projections carry the activation outliers that int8 handles worst.
 RECIPES = (
-    Recipe("all-linear-per-channel", ("MatMul", "Attention", "Gemm"), False),
-    Recipe("ffn-output-fp32", ("MatMul", "Attention", "Gemm"), True),
-    Recipe("matmul-only-ffn-output-fp32", ("MatMul", "Gemm"), True),
-    Recipe("attention-only", ("Attention",), False),
+    Recipe("per-row-all-matmul", False),
+    Recipe("per-row-ffn-output-fp32", True),
 )
 
 
-def quantize(fp32: Path, out: Path, recipe: Recipe) -> None:
-    """Write the int8 graph for one recipe (per-channel signed weights, dynamic activations)."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+def quantize(fp32: Path, out: Path, recipe: Recipe) -> int:
+    """Write the int8 graph for one recipe; returns how many linear layers it quantised.
 
-    graph = onnx.load(str(fp32), load_external_data=False)
-    exclude = []
-    if recipe.keep_ffn_output_fp32:
-        exclude = [n.name for n in graph.graph.node if n.op_type == "MatMul" and _is_ffn_output(n.name)]
-    quantize_dynamic(
-        str(fp32),
-        str(out),
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-        op_types_to_quantize=list(recipe.op_types),
-        nodes_to_exclude=exclude,
-        # Fused nodes from the com.microsoft domain defeat shape inference; their outputs are float.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    Every MatMul (and Gemm) with a constant weight becomes: the activation quantised per row (each token's vector by
+    its own max |x| / 127, as uint8 around a fixed zero point of 128), an exact integer MatMulInteger against per-column
+    int8 weights, and the int32 result scaled back by the row's and the column's scales. Each step is either
+    element-wise or exact, so a row's answer depends on that row alone: unlike ONNX Runtime's dynamic quantisation,
+    whose one scale per tensor is computed over the whole padded batch, it cannot change with the texts that share
+    its pass. The fused Attention nodes keep fp32 (their int8 form quantises per tensor).
+    """
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(fp32))
+    graph = model.graph
+    weights = {init.name: init for init in graph.initializer}
+    graph.initializer.extend(_constants())
+    nodes: list[onnx.NodeProto] = []
+    count = 0
+    for node in graph.node:
+        weight = _linear_weight(node, weights)
+        if weight is None or (recipe.keep_ffn_output_fp32 and _is_ffn_output(node.name)):
+            nodes.append(node)
+            continue
+        prefix = f"rowq{count}_"
+        if node.op_type == "MatMul":
+            nodes.extend(_per_row_matmul(graph, node.input[0], weight, node.output[0], prefix))
+        else:  # Gemm: A @ W + bias
+            nodes.extend(_per_row_matmul(graph, node.input[0], weight, prefix + "product", prefix))
+            nodes.append(helper.make_node("Add", [prefix + "product", node.input[2]], [node.output[0]]))
+        count += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    onnx.save(model, str(out))
+    return count
+
+
+def _linear_weight(node: Any, weights: dict[str, Any]) -> np.ndarray | None:
+    """The [K, N] weight of a MatMul or Gemm (a linear layer: x @ W, + bias) with a constant weight, else None."""
+    from onnx import helper, numpy_helper
+
+    if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in weights:
+        w = numpy_helper.to_array(weights[node.input[1]])
+        return w if w.ndim == 2 else None
+    if node.op_type == "Gemm" and len(node.input) == 3 and node.input[1] in weights and node.input[2] in weights:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+            return None
+        w = numpy_helper.to_array(weights[node.input[1]])
+        return w.T if attrs.get("transB", 0) else w
+    return None
+
+
+def _constants() -> list[Any]:
+    from onnx import numpy_helper
+
+    values = {"rowq_eps": np.float32(1e-8), "rowq_127": np.float32(127.0), "rowq_128": np.float32(128.0),
+              "rowq_1": np.float32(1.0), "rowq_255": np.float32(255.0), "rowq_zero_point": np.uint8(128)}
+    return [numpy_helper.from_array(np.array(value), name) for name, value in values.items()]
+
+
+def _per_row_matmul(graph: Any, x: str, w: np.ndarray, y: str, p: str) -> list[Any]:
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = w.astype(np.float32)
+    column_scale = (np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0).astype(np.float32)
+    w_int8 = np.clip(np.round(w / column_scale), -127, 127).astype(np.int8)
+    graph.initializer.extend([numpy_helper.from_array(w_int8, p + "w"),
+                              numpy_helper.from_array(column_scale, p + "w_scale")])
+    return [
+        helper.make_node("Abs", [x], [p + "abs"]),
+        helper.make_node("ReduceMax", [p + "abs"], [p + "max"], axes=[-1], keepdims=1),
+        helper.make_node("Max", [p + "max", "rowq_eps"], [p + "max_pos"]),
+        helper.make_node("Div", [p + "max_pos", "rowq_127"], [p + "scale"]),
+        helper.make_node("Div", [x, p + "scale"], [p + "scaled"]),
+        helper.make_node("Round", [p + "scaled"], [p + "rounded"]),
+        helper.make_node("Add", [p + "rounded", "rowq_128"], [p + "shifted"]),
+        helper.make_node("Clip", [p + "shifted", "rowq_1", "rowq_255"], [p + "clipped"]),
+        helper.make_node("Cast", [p + "clipped"], [p + "x_uint8"], to=TensorProto.UINT8),
+        helper.make_node("MatMulInteger", [p + "x_uint8", p + "w", "rowq_zero_point"], [p + "int32"]),
+        helper.make_node("Cast", [p + "int32"], [p + "float"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", [p + "float", p + "scale"], [p + "row_scaled"]),
+        helper.make_node("Mul", [p + "row_scaled", p + "w_scale"], [y]),
+    ]
 
 
 def _is_ffn_output(node_name: str) -> bool:
@@ -156,6 +228,40 @@ def probe_inputs() -> tuple[list[str], list[tuple[int, list[int]]]]:
     return texts, pairs
 
 
+NEIGHBOURS_SHORT = ["ok", "no", "the film"]
+NEIGHBOUR_LONG = " ".join(["a very long review that goes on and on about many different things"] * 6)
+
+
+def adversarial_batches(text: str, others: list[str]) -> list[list[str]]:
+    """Batches that hold `text` beside short, long and many neighbours, first and last, and twice."""
+    return [
+        [text, *NEIGHBOURS_SHORT], [*NEIGHBOURS_SHORT, text], [text, NEIGHBOUR_LONG], [NEIGHBOUR_LONG, text],
+        [*others[:8], text, *others[8:16]], [text, text],
+    ]
+
+
+def batch_invariance(backend: OnnxBackend, encoder: TextEncoder, texts: list[str]) -> dict[str, float]:
+    """How far each text's output moves when it shares a pass, against the text alone: must be exactly 0.
+
+    An answer is a function of its text and the model only: a recipe (or graph) whose rows depend on their batch
+    neighbours, their order or the padding lets one client change another's answer, and a cache freeze whichever
+    answer came first.
+    """
+    moved = 0
+    largest = 0.0
+    for text in texts:
+        alone = backend.infer(encoder.pad(encoder.encode([text])))[0]
+        others = [other for other in texts if other != text]
+        for batch in adversarial_batches(text, others):
+            rows = backend.infer(encoder.pad(encoder.encode(batch)))
+            for index in [i for i, t in enumerate(batch) if t == text]:
+                if not np.array_equal(rows[index], alone):
+                    moved += 1
+                    largest = max(largest, float(np.abs(rows[index] - alone).max()))
+    return {"batch_probe_texts": float(len(texts)), "batch_moved_rows": float(moved),
+            "batch_max_abs_diff": largest}
+
+
 def choose_int8(model_dir: Path, fp32_name: str, int8_name: str, task: str, encoder: TextEncoder,
                 threads: int) -> QuantizationReport:
     """Try the recipes in order; keep the first int8 graph within limits at `int8_name`, else none."""
@@ -165,9 +271,14 @@ def choose_int8(model_dir: Path, fp32_name: str, int8_name: str, task: str, enco
     target = model_dir / int8_name
     for recipe in RECIPES:
         quantize(model_dir / fp32_name, target, recipe)
-        candidate = infer_texts(OnnxBackend(target, threads, "int8"), encoder, texts, 32, 8192)
+        backend = OnnxBackend(target, threads, "int8")
+        candidate = infer_texts(backend, encoder, texts, 32, 8192)
         metrics = drift(task, reference, candidate, pairs)
         ok, reason = within_limits(task, metrics)
+        metrics.update(batch_invariance(backend, encoder, PROBE_TEXTS[:INVARIANCE_PROBE_TEXTS]))
+        if ok and metrics["batch_moved_rows"] > 0:
+            ok, reason = False, (f"{int(metrics['batch_moved_rows'])} probe answers changed with their batch "
+                                 f"neighbours (up to {metrics['batch_max_abs_diff']:.2e})")
         tried.append({"recipe": recipe.name, "ok": ok, "reason": reason, **metrics})
         log.info("int8 recipe %s: %s %s", recipe.name, reason, metrics)
         if ok:

@@ -38,5 +38,11 @@ def label_prototypes(description_embeddings: list[np.ndarray]) -> np.ndarray:
 
 
 def zero_shot(text_embeddings: np.ndarray, label_vectors: np.ndarray, temperature: float) -> np.ndarray:
-    """Label probabilities from cosine similarity, sharpened by a temperature (as CLIP-style zero-shot does)."""
-    return softmax(unit(text_embeddings) @ label_vectors.T, temperature)
+    """Label probabilities from cosine similarity, sharpened by a temperature (as CLIP-style zero-shot does).
+
+    The dot products are an element-wise product summed along each vector, not a matrix product: BLAS picks its
+    kernel (and so its order of additions) by the number of rows, which would make a text's scores depend on how
+    many other texts were scored with it.
+    """
+    similarity = (unit(text_embeddings)[:, None, :] * label_vectors[None, :, :]).sum(axis=-1)
+    return softmax(similarity, temperature)

@@ -47,12 +47,22 @@ class TorchBackend:
 
 
 def pool(hidden, attention_mask, mode: str):
-    """Sentence embedding from token states: masked mean or [CLS], then unit length (as sentence-transformers)."""
+    """Sentence embedding from token states: masked mean or [CLS], then unit length (as sentence-transformers).
+
+    Written so that a text's embedding cannot depend on its batch. Every sum is a prefix sum (CumSum) read at the
+    text's own last element: a prefix does not depend on what follows it, so neither the padding nor the batch's
+    length can change the order of the additions, while ONNX Runtime's ReduceSum, ReduceL2 and MatMul pick their
+    summation order by the tensor's shape. Divisions divide tensors of the same shape, element by element.
+    """
     import torch
 
     if mode == "cls":
         pooled = hidden[:, 0]
     else:
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(pooled, p=2, dim=1)
+        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+        lengths = attention_mask.sum(1, keepdim=True)  # integers: exact in any order
+        last = (lengths - 1).clamp(min=0).unsqueeze(-1).expand(-1, 1, hidden.shape[-1])
+        summed = torch.cumsum(hidden * mask, dim=1).gather(1, last).squeeze(1)
+        pooled = summed / lengths.clamp(min=1).to(hidden.dtype).expand_as(summed)
+    norm = torch.cumsum(pooled * pooled, dim=1)[:, -1:].sqrt().clamp(min=1e-12)
+    return pooled / norm.expand_as(pooled)

@@ -1,0 +1,140 @@
+"""int8 recipes side by side on one model, in one run: speed of the engine alone, drift, and batch invariance.
+
+Compares, on the same baked fp32 graph: ONNX Runtime's dynamic int8 (one activation scale per tensor, every linear
+layer per channel: the recipe mlapi shipped before, kept here only to measure against), mlapi's per-row int8 (what
+bake now keeps), and fp32. For each: texts per second through `infer_texts` at 1 text per pass and at 32 short
+texts per pass, the largest change of a probe text's output when it shares a pass (must be 0), and the score drift
+against fp32. Writes load/results/<date>-int8.{json,md}.
+
+Usage: python load/bench_int8.py [--model-dir DIR]   (default: bake a DistilBERT-base-sized random classifier)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from bench_texts import unique_texts  # noqa: E402
+
+
+def _per_tensor(fp32: Path, out: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(fp32), str(out), per_channel=True, weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul", "Attention", "Gemm"],
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+
+
+def _texts_per_second(backend, encoder, texts: list[str], per_pass: int, seconds: float) -> float:  # type: ignore[no-untyped-def]
+    from mlapi.engine.batching import infer_texts
+
+    infer_texts(backend, encoder, texts[:per_pass], per_pass, 8192)
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        chunk = texts[done % len(texts):][:per_pass] or texts[:per_pass]
+        infer_texts(backend, encoder, chunk, per_pass, 8192)
+        done += len(chunk)
+    return done / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mlapi.build.quantize import PROBE_TEXTS, batch_invariance, quantize
+    from mlapi.build.quantize import RECIPES as PER_ROW
+    from mlapi.engine.backends.onnx import OnnxBackend
+    from mlapi.engine.batching import infer_texts
+    from mlapi.engine.manifest import Manifest
+    from mlapi.engine.scoring import softmax
+    from mlapi.engine.tokenization import TextEncoder
+    from mlapi.settings import usable_cpus
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="int8-bench-"))
+    model_dir = args.model_dir
+    if model_dir is None:
+        subprocess.run([sys.executable, str(ROOT / "make_model.py"), str(work / "source")], check=True)
+        model_dir = work / "baked"
+        subprocess.run([sys.executable, "-m", "mlapi", "bake", str(work / "source"), "--out", str(model_dir),
+                        "--onnx-only", "--no-int8"], check=True)
+    manifest = Manifest.load(model_dir)
+    encoder = TextEncoder(model_dir / "tokenizer.json", manifest.max_length, manifest.input_names)
+    fp32 = model_dir / str(manifest.onnx_fp32)
+    graphs = {"fp32": fp32, "int8 per tensor (before)": work / "per-tensor.onnx",
+              "int8 per row (now)": work / "per-row.onnx"}
+    _per_tensor(fp32, graphs["int8 per tensor (before)"])
+    quantize(fp32, graphs["int8 per row (now)"], PER_ROW[0])
+    threads = usable_cpus()
+    texts = unique_texts(512, "short", seed=3)
+    reference = infer_texts(OnnxBackend(fp32, threads, "fp32"), encoder, list(PROBE_TEXTS), 32, 8192)
+    rows = {}
+    for name, graph in graphs.items():
+        backend = OnnxBackend(graph, threads, name)
+        outputs = infer_texts(backend, encoder, list(PROBE_TEXTS), 32, 8192)
+        rows[name] = {
+            "texts/s, 1 per pass": round(_texts_per_second(backend, encoder, texts, 1, args.seconds), 1),
+            "texts/s, 32 per pass": round(_texts_per_second(backend, encoder, texts, 32, args.seconds), 1),
+            "max score drift vs fp32": float(np.abs(softmax(outputs) - softmax(reference)).max()),
+            **batch_invariance(backend, encoder, list(PROBE_TEXTS[:12])),
+        }
+    before, now = rows["int8 per tensor (before)"], rows["int8 per row (now)"]
+    ratios = {key: round(now[key] / before[key], 3) for key in ("texts/s, 1 per pass", "texts/s, 32 per pass")}
+    import onnxruntime
+
+    result = {
+        "date": datetime.date.today().isoformat(),
+        "command": "python load/bench_int8.py" + (" " + " ".join(argv or sys.argv[1:])).rstrip(),
+        "machine": {"cpu": _cpu_model(), "flags": _flags(), "cores": threads, "python": platform.python_version(),
+                    "onnxruntime": onnxruntime.__version__},
+        "model": manifest.source, "rows": rows, "per_row_over_per_tensor": ratios,
+    }
+    out = ROOT / "results" / f"{result['date']}-int8"
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [f"# int8 recipes, {result['date']}", "", f"`{result['command']}` on {result['machine']['cpu']} "
+             f"({', '.join(result['machine']['flags'])}), {threads} threads, onnxruntime "
+             f"{result['machine']['onnxruntime']}; model: a DistilBERT-base-sized classifier (random weights).", "",
+             "| graph | texts/s, 1 per pass | texts/s, 32 per pass | max score drift vs fp32 | probe answers moved "
+             "by their batch | largest move |", "|---|---:|---:|---:|---:|---:|"]
+    for name, row in rows.items():
+        lines.append(f"| {name} | {row['texts/s, 1 per pass']} | {row['texts/s, 32 per pass']} | "
+                     f"{row['max score drift vs fp32']:.4f} | {int(row['batch_moved_rows'])} of "
+                     f"{int(row['batch_probe_texts']) * 7} | {row['batch_max_abs_diff']:.1e} |")
+    lines += ["", f"Per row over per tensor: {ratios['texts/s, 1 per pass']}x at 1 text per pass, "
+              f"{ratios['texts/s, 32 per pass']}x at 32."]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def _flags() -> list[str]:
+    wanted = ["avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_int8"]
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            present = set(line.split(":", 1)[1].split())
+            return [flag for flag in wanted if flag in present]
+    return []
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""Through a real `mlapi serve` with the cache off: a text's answer is the same alone, in any request beside any
+neighbours, and while other clients' requests share its passes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from mlapi.build.quantize import PROBE_TEXTS
+
+pytestmark = pytest.mark.slow
+
+LONG = " ".join(["the longest neighbour in the batch keeps talking about things"] * 10)
+
+
+def _predict(base: str, texts: list[str]) -> list[list[dict[str, object]]]:
+    request = urllib.request.Request(f"{base}/predict", data=json.dumps({"text": texts}).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())["predictions"]
+
+
+@pytest.fixture(scope="module")
+def server(minilm_dir, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (tmp_path_factory.mktemp("invariance") / "serve.log").open("wb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLAPI_")}
+    env.update(MLAPI_CACHE_ENABLED="false", MLAPI_BATCH_WAIT_MS="2", TOKENIZERS_PARALLELISM="false")
+    process = subprocess.Popen([sys.executable, "-m", "mlapi", "serve", "--model-dir", str(minilm_dir),
+                                "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    yield base
+    process.terminate()
+    process.wait(timeout=60)
+
+
+def test_each_text_answers_the_same_in_any_request_and_under_concurrency(server: str) -> None:
+    texts = PROBE_TEXTS[:12]
+    alone = {text: _predict(server, [text])[0] for text in texts}
+    rng = random.Random(11)
+    requests = [rng.sample([*texts, LONG, "ok", "no", "the film"], rng.randint(2, 8)) for _ in range(48)]
+    requests += [[text, LONG] for text in texts] + [[LONG, *texts]]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda r: _predict(server, r), requests))
+    moved = [(text, request) for request, answer in zip(requests, answers, strict=True)
+             for text, got in zip(request, answer, strict=True) if text in alone and got != alone[text]]
+    assert moved == []
