@@ -17,6 +17,7 @@ The OpenAPI schema documents the same answers on every operation this applies to
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mlapi.api.handlers import error_response
 from mlapi.auth.keys import ApiKey, KeyStore, parse_keys
 from mlapi.auth.ratelimit import Bucket, Decision, RateLimiter
-from mlapi.errors import BodyTimeout, Forbidden, RateLimited, ServiceError, Unauthorized
+from mlapi.errors import BodyTimeout, Forbidden, InvalidInput, RateLimited, ServiceError, Unauthorized
 from mlapi.settings import Settings
 
 OPEN_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -39,17 +40,13 @@ class ClientGone(Exception):
     """The client disconnected before it finished sending its body: there is nobody to answer."""
 
 
-def count_texts(body: bytes) -> int:
-    """How many texts a JSON body asks about, whatever the route's field names.
+def count_texts(data: object) -> int:
+    """How many texts a parsed JSON body asks about, whatever the route's field names.
 
     Each top-level list counts its items and each top-level string counts one: `{"text": [...]}` counts the
     texts, `{"sentence": s, "labels": [...]}` counts the sentence and the labels, `{"input": s}` counts one. A
     body that is not JSON counts one (it is refused by validation anyway).
     """
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return 1
     if isinstance(data, dict):
         count = sum(len(v) if isinstance(v, list) else 1 if isinstance(v, str) else 0 for v in data.values())
     elif isinstance(data, list):
@@ -57,6 +54,28 @@ def count_texts(body: bytes) -> int:
     else:
         count = 1
     return max(1, count)
+
+
+def parse_body(body: bytes) -> object:
+    """The body as strict JSON (UTF-8, no NaN or Infinity), the one parse that the texts charge is counted from.
+
+    A body only a lenient parser reads (Python's json takes `NaN`, `Infinity`, `1e999`, a UTF-8 byte order mark and
+    UTF-16 or UTF-32 text) is refused here with 422, before anything is charged: otherwise the charge would count one
+    text while validation went on to compute a thousand. A body no parser reads is left to validation's usual 422.
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        json.loads(body)
+    except (ValueError, RecursionError):  # not JSON at all (or too deep): validation answers its usual 422
+        return None
+    raise InvalidInput(
+        "body is not strict JSON: send UTF-8 without a byte order mark, and finite numbers (no NaN, Infinity or "
+        "overflowing exponents)",
+        loc=("body",),
+    )
 
 
 def presented_key(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -148,7 +167,8 @@ class AccessMiddleware:
         try:
             body = await self._read_body(receive)
             identity, key = self.access.authenticate(scope)
-            buckets = self.access.buckets(key, lambda: count_texts(body))
+            data = parse_body(body) if body else None
+            buckets = self.access.buckets(key, lambda: count_texts(data))
             decision = await self.access.limiter.take(identity, buckets) if buckets else None
             if decision is not None and not decision.allowed:
                 limit = decision.headers()

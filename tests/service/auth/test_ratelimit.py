@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from mlapi.auth.access import count_texts
+from mlapi.auth.access import count_texts, parse_body
 from mlapi.auth.keys import generate_key, key_line
 from mlapi.auth.ratelimit import Bucket, LocalBuckets, RateLimiter
 from prometheus_client import CollectorRegistry
@@ -42,12 +42,12 @@ def test_a_request_needs_both_buckets_and_a_refusal_spends_nothing() -> None:
 
 
 def test_texts_are_counted_whatever_the_field_names() -> None:
-    assert count_texts(b'{"text": ["a", "b", "c"]}') == 3
-    assert count_texts(b'{"sentence": "s", "labels": ["x", "y"]}') == 3
-    assert count_texts(b'{"input": "one"}') == 1
-    assert count_texts(b'["a", "b"]') == 2
-    assert count_texts(b"not json") == 1
-    assert count_texts(b"[" * 5000 + b"]" * 5000) == 1  # too deep for the parser: counts one, validation refuses
+    assert count_texts(parse_body(b'{"text": ["a", "b", "c"]}')) == 3
+    assert count_texts(parse_body(b'{"sentence": "s", "labels": ["x", "y"]}')) == 3
+    assert count_texts(parse_body(b'{"input": "one"}')) == 1
+    assert count_texts(parse_body(b'["a", "b"]')) == 2
+    assert count_texts(parse_body(b"not json")) == 1
+    assert count_texts(parse_body(b"[" * 5000 + b"]" * 5000)) == 1  # too deep to parse: counts one; validation refuses
 
 
 def test_shared_buckets_in_redis_span_replicas(redis_server) -> None:
