@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry, Counter
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
+from mlapi.redis_gate import POOL_CONNECTIONS, PoolBusy, RedisGate
+
 log = logging.getLogger(__name__)
 
 # KEYS: one hash per bucket. ARGV: rate, capacity, cost for each bucket in KEYS order.
@@ -156,8 +158,9 @@ class RateLimiter:
         if redis_url is not None:
             self._client = aioredis.Redis.from_url(
                 redis_url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout, retry=None,
-                retry_on_timeout=False, health_check_interval=0, max_connections=64,
+                retry_on_timeout=False, health_check_interval=0, max_connections=POOL_CONNECTIONS,
             )
+            self._gate = RedisGate()
             self._script = self._client.register_script(_SCRIPT)
         self.limited = Counter(
             "mlapi_rate_limited_total", "Requests refused with 429, by the bucket that ran out", ["bucket"],
@@ -170,7 +173,7 @@ class RateLimiter:
         )
         for bucket in ("requests", "texts"):
             self.limited.labels(bucket=bucket)
-        for reason in ("error", "skipped"):
+        for reason in ("error", "skipped", "pool_busy"):
             self.fallback.labels(reason=reason)
 
     @property
@@ -197,7 +200,11 @@ class RateLimiter:
         for bucket in buckets:
             args += [bucket.rate, bucket.capacity, bucket.cost]
         try:
-            reply = await asyncio.wait_for(self._script(keys=keys, args=args), timeout=self._timeout * 2)
+            async with self._gate.slot():
+                reply = await asyncio.wait_for(self._script(keys=keys, args=args), timeout=self._timeout * 2)
+        except PoolBusy:  # Redis is healthy, only busy: decide this one request in process, keep the breaker shut
+            self.fallback.labels(reason="pool_busy").inc()
+            return None
         except (RedisError, OSError, TimeoutError) as exc:
             self._open_until = time.monotonic() + self._cooldown
             self.fallback.labels(reason="error").inc()

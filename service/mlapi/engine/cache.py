@@ -23,6 +23,7 @@ from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 
 from mlapi.metrics import Metrics
+from mlapi.redis_gate import POOL_CONNECTIONS, PoolBusy, RedisGate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -120,8 +121,9 @@ class RedisCache:
             retry=None,
             retry_on_timeout=False,
             health_check_interval=0,
-            max_connections=64,
+            max_connections=POOL_CONNECTIONS,
         )
+        self._gate = RedisGate()
         self._metrics = metrics
         self._ttl = ttl_seconds
         self._timeout = timeout
@@ -153,7 +155,11 @@ class RedisCache:
         if not keys or not self._available():
             return [None] * len(keys)
         try:
-            values = await self._bounded(self._client.mget(keys))
+            async with self._gate.slot():
+                values = await self._bounded(self._client.mget(keys))
+        except PoolBusy:
+            self._metrics.cache_errors.labels(kind="pool_busy").inc()
+            return [None] * len(keys)
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed(exc)
             return [None] * len(keys)
@@ -168,7 +174,11 @@ class RedisCache:
             pipe = self._client.pipeline(transaction=False)
             for key, value in items.items():
                 pipe.set(key, value, ex=self._ttl)
-            await self._bounded(pipe.execute())
+            async with self._gate.slot():
+                await self._bounded(pipe.execute())
+        except PoolBusy:
+            self._metrics.cache_errors.labels(kind="pool_busy").inc()
+            return
         except (RedisError, OSError, TimeoutError) as exc:  # e.g. OOM when Redis is full: answers still go out
             self._failed(exc)
             return
