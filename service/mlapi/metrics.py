@@ -39,6 +39,10 @@ class Metrics:
         self.cache_errors = Counter(
             "mlapi_cache_errors_total", "Cache operations that failed or were skipped", ["kind"], registry=r
         )
+        self.cache_invalid = Counter(
+            "mlapi_cache_invalid_total", "Cached values that were not a valid answer: ignored and recomputed", ["op"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "mlapi_batch_texts", "Texts per inference batch", ["backend"], buckets=_BATCH_BUCKETS, registry=r
         )
@@ -71,6 +75,7 @@ class Metrics:
             self.cache_hits.labels(op=op)
             self.cache_misses.labels(op=op)
             self.coalesced.labels(op=op)
+            self.cache_invalid.labels(op=op)
         self.cache_errors.labels(kind="skipped")
         for reason in REJECT_REASONS:
             self.rejected.labels(reason=reason)

@@ -19,6 +19,7 @@ import orjson
 from mlapi.engine.backends import Backend, load_backend
 from mlapi.engine.batching import MicroBatcher
 from mlapi.engine.cache import Cache, cache_key
+from mlapi.engine.cached_values import valid_embedding, valid_prediction
 from mlapi.engine.manifest import Manifest
 from mlapi.engine.scoring import label_prototypes, ranked, softmax, unit, zero_shot
 from mlapi.engine.shaping import DEFAULT_PASS_OVERHEAD_TOKENS
@@ -200,7 +201,8 @@ class Predictor:
         s = self.settings
         keys = [cache_key(s.cache_prefix, engine.model_key, op, text) for text in texts]
         found = await self.cache.get_many(keys)
-        values = {key: value for key, value in zip(keys, found, strict=True) if value is not None}
+        values = {key: value for key, value in zip(keys, found, strict=True)
+                  if value is not None and self._trusted(engine, op, key, value)}
         found_flags = [key in values for key in keys]
         hits = sum(found_flags)
         self.metrics.cache_hits.labels(op=op).inc(hits)
@@ -221,6 +223,21 @@ class Predictor:
             # shield: a client that goes away must not cancel work other requests are waiting for.
             values[key] = (await asyncio.shield(pending))[key]
         return [values[key] for key in keys], found_flags
+
+    def _trusted(self, engine: Engine, op: str, key: str, value: bytes) -> bool:
+        """Whether a cached value is one this model could have produced; if not, it is counted, logged, recomputed."""
+        manifest = self.manifest
+        assert manifest is not None
+        if op == "predict":
+            ok = valid_prediction(value, manifest.labels, self.settings.label_order)
+        else:
+            dimensions = engine.label_vectors.shape[1] if engine.label_vectors is not None else None
+            ok = valid_embedding(value, dimensions)
+        if not ok:
+            self.metrics.cache_invalid.labels(op=op).inc()
+            log.warning("cached value under %s is not a valid %s answer (%d bytes): ignored and recomputed",
+                        key, op, len(value))
+        return ok
 
     async def _compute(self, engine: Engine, work: dict[str, str], compute: Compute) -> dict[str, bytes]:
         """Run the model for `work` (cache key -> text), store the answers, and release the in-flight keys."""
