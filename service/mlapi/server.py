@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 import socket
 import threading
 from types import FrameType
@@ -86,6 +87,11 @@ def serve(app: FastAPI, settings: Settings, sock: socket.socket | None = None) -
         log_level=settings.log_level,
         timeout_graceful_shutdown=graceful_shutdown_seconds(settings),
         access_log=False,
+        # uvicorn trusts X-Forwarded-For from 127.0.0.1 unless told otherwise, so any local process (or a sidecar
+        # that does not set the header) could pick the client address the per-address limits count. Only the
+        # proxies named in FORWARDED_ALLOW_IPS are trusted; none when it is unset.
+        proxy_headers="FORWARDED_ALLOW_IPS" in os.environ,
+        forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", ""),
     )
     DrainingServer(config, app, settings.drain_seconds).run(sockets=[sock] if sock is not None else None)
 

@@ -187,6 +187,14 @@ class Settings(BaseSettings):
         10.0, gt=0.0, le=60.0,
         description="how often the keys file is checked for changes (at most 60)",
     )
+    cache_headers: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description=(
+            "whether answers carry `X-Cache-Hits`, `X-Cache-Misses` and `X-Cache-Texts`: they tell a client whether"
+            " anyone sent a text before, so `auto` sends them only when API keys are off (one tenant); `on` or `off`"
+            " decides outright"
+        ),
+    )
     rate_limit_requests: float = Field(
         0.0, ge=0.0,
         description=(
@@ -272,6 +280,11 @@ class Settings(BaseSettings):
     def auth_enabled(self) -> bool:
         """Whether requests to the model routes need an API key."""
         return self.api_keys_file is not None or self.api_keys is not None
+
+    @property
+    def cache_headers_enabled(self) -> bool:
+        """Whether answers tell the client what the cache did (see `cache_headers`)."""
+        return self.cache_headers == "on" or (self.cache_headers == "auto" and not self.auth_enabled)
 
     @property
     def backends(self) -> list[BackendName]:

@@ -24,9 +24,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 MAX_LISTED = 256
 
 
-def cache_headers(cached: list[bool]) -> dict[str, str]:
-    """The `X-Cache-*` headers for an answer whose texts the cache did (True) or did not answer, in order."""
-    if not cached:
+def cache_headers(cached: list[bool], enabled: bool) -> dict[str, str]:
+    """The `X-Cache-*` headers for an answer whose texts the cache did (True) or did not answer, in order.
+
+    With several tenants they would tell one client whether another sent a text (MLAPI_CACHE_HEADERS decides).
+    """
+    if not cached or not enabled:
         return {}
     hits = sum(cached)
     headers = {"X-Cache-Hits": str(hits), "X-Cache-Misses": str(len(cached) - hits)}

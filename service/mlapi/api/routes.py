@@ -40,7 +40,8 @@ async def get_metrics(request: Request) -> Metrics:
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 BackendQuery = Annotated[
-    str | None, Query(description="A loaded backend to answer with (default: MLAPI_BACKEND)", pattern="^[a-z0-9]+$")
+    str | None, Query(description="A loaded backend to answer with (default: MLAPI_BACKEND)", pattern="^[a-z0-9]+$",
+                       max_length=32)
 ]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -78,7 +79,8 @@ def build_router(settings: Settings, prefix: str = "") -> APIRouter:
         metrics.texts.labels(route="predict").inc(len(texts))
         # Already-serialised JSON (see Predictor.predict); the response model documents its shape.
         prediction = await predictor.predict(texts, backend)
-        return Response(prediction.body, media_type="application/json", headers=cache_headers(prediction.cached))
+        headers = cache_headers(prediction.cached, settings.cache_headers_enabled)
+        return Response(prediction.body, media_type="application/json", headers=headers)
 
     for alias in PREDICT_ALIASES:
         router.add_api_route(alias, predict, methods=["POST"], response_model=PredictResponse, responses=_OK,
@@ -94,7 +96,7 @@ def build_router(settings: Settings, prefix: str = "") -> APIRouter:
         request = cast(QueryRequest, body)
         metrics.texts.labels(route="query").inc(1 + len(request.labels))
         answer = await predictor.query(request.sentence, request.labels, backend)
-        response.headers.update(cache_headers(answer.cached))
+        response.headers.update(cache_headers(answer.cached, settings.cache_headers_enabled))
         return QueryResponse.model_validate({"label": answer.label, "scores": answer.scores})
 
     @router.get("/health", responses={503: {"model": HealthResponse, "description": "Loading, failed or draining"}})

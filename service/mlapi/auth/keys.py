@@ -132,6 +132,14 @@ def parse_keys(text: str, source: str = "keys") -> list[ApiKey]:
     return keys
 
 
+NO_KEYS_LINE = "# no keys"
+
+
+def declares_no_keys(content: bytes) -> bool:
+    """Whether a keys file says on purpose that no key is valid: a line reading exactly `# no keys`."""
+    return any(line.strip().lower() == NO_KEYS_LINE.encode() for line in content.splitlines())
+
+
 def read_keys_file(path: Path) -> list[ApiKey]:
     """Parse the keys file at `path` (following symlinks); raises `KeysFileError` if it is unreadable or bad."""
     try:
@@ -195,6 +203,12 @@ class KeyStore:
         except (KeysFileError, UnicodeDecodeError) as exc:
             self.reload_errors += 1
             log.error("keeping the previous API keys: %s", exc)
+            return False
+        if not keys and self._keys and not declares_no_keys(content):
+            # A truncated write or an emptied Secret would otherwise lock every client out at once.
+            self.reload_errors += 1
+            log.error("keeping the previous API keys: %s now holds no key; to revoke every key on purpose, "
+                      "write the line %r into it", self._path, NO_KEYS_LINE)
             return False
         self._keys, self._content = keys, content
         log.info("API keys reloaded from %s: %d keys", self._path, len(keys))

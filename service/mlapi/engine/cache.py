@@ -143,9 +143,10 @@ class RedisCache:
 
     def _failed(self, exc: BaseException) -> None:
         self._open_until = time.monotonic() + self._cooldown
-        self._last_error = f"{type(exc).__name__}: {exc}"[:200]
+        # /health is public: it names the kind of failure only; the address and message go to the log.
+        self._last_error = type(exc).__name__
         self._metrics.cache_errors.labels(kind=type(exc).__name__).inc()
-        log.warning("redis unavailable for %.1fs: %s", self._cooldown, self._last_error)
+        log.warning("redis unavailable for %.1fs: %s", self._cooldown, f"{type(exc).__name__}: {exc}"[:300])
 
     def _ok(self) -> None:
         self._open_until = 0.0
