@@ -8,6 +8,7 @@ margin, so every request has answered (or timed out with a JSON 503) before uvic
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import math
 import os
@@ -15,8 +16,10 @@ import socket
 import threading
 from types import FrameType
 
+import h11
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from mlapi.settings import Settings
 
@@ -53,6 +56,54 @@ class DrainingServer(uvicorn.Server):
         self._drain.start()
 
 
+class BoundedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each request's headers.
+
+    uvicorn closes a keep-alive connection after `timeout_keep_alive` once a response is done, but a connection that
+    never sends a byte, or sends half a request line and stops, holds its socket (and a file descriptor) forever:
+    enough of them and healthy clients are refused. Here a connection has `header_timeout` seconds from opening,
+    and from the first byte of each later request, to finish its request's headers, or it is closed.
+    """
+
+    header_timeout = 10.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._header_deadline: asyncio.TimerHandle | None = None
+        self._watch_headers()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_watching()
+        super().connection_lost(exc)
+
+    def _watch_headers(self) -> None:
+        waiting = self.conn.their_state is h11.IDLE  # before or inside a request's headers
+        if waiting and self._header_deadline is None and not self.transport.is_closing():
+            self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+        elif not waiting:
+            self._stop_watching()
+
+    def _stop_watching(self) -> None:
+        deadline = getattr(self, "_header_deadline", None)
+        if deadline is not None:
+            deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+
+def bounded_protocol(header_timeout: float) -> type[BoundedH11Protocol]:
+    """The protocol class uvicorn instantiates per connection, with this server's header deadline."""
+    return type("BoundedH11Protocol", (BoundedH11Protocol,), {"header_timeout": header_timeout})
+
+
 class AddressUnavailable(OSError):
     """The server cannot listen where it was told to; `in_use` when another process holds the port."""
 
@@ -87,6 +138,11 @@ def serve(app: FastAPI, settings: Settings, sock: socket.socket | None = None) -
         log_level=settings.log_level,
         timeout_graceful_shutdown=graceful_shutdown_seconds(settings),
         access_log=False,
+        # The HTTP edge is bounded: request headers by size and by time (h11; httptools has no size limit), and
+        # connections by count (beyond it, new requests get 503 at once rather than file descriptors running out).
+        http=bounded_protocol(settings.header_timeout_seconds),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        limit_concurrency=settings.max_connections,
         # uvicorn trusts X-Forwarded-For from 127.0.0.1 unless told otherwise, so any local process (or a sidecar
         # that does not set the header) could pick the client address the per-address limits count. Only the
         # proxies named in FORWARDED_ALLOW_IPS are trusted; none when it is unset.

@@ -172,6 +172,21 @@ class Settings(BaseSettings):
         description="time a client has to send a request's whole body before 408 (slow clients cannot hold the server)",
     )
 
+    max_header_bytes: int = Field(
+        16_384, ge=1024, le=1_048_576,
+        description="bytes of a request's line and headers, at most; beyond, 400 and the connection is closed",
+    )
+    header_timeout_seconds: float = Field(
+        10.0, gt=0.0, le=300.0,
+        description=(
+            "time a connection has, from opening (or from the first byte of a later request), to send a request's"
+            " whole headers before it is closed (idle and half-sent connections cannot hold sockets)"
+        ),
+    )
+    max_connections: int = Field(
+        1000, ge=1, le=100_000,
+        description="open connections and requests in flight, at most; past it, new requests get 503 at once",
+    )
     api_keys_file: Path | None = Field(
         None,
         description="keys file (see API keys); unset with `MLAPI_API_KEYS` unset = no keys needed",
