@@ -65,6 +65,11 @@ _NOT_READY = {
 PREDICT_ALIASES = ("/bulk-predict", "/project-predict")
 
 
+def tenant_of(request: Request) -> str:
+    """Who the request is for (an API key's or a client address's name, set by the access middleware)."""
+    return str(getattr(request.state, "tenant", ""))
+
+
 def build_router(settings: Settings, prefix: str = "") -> APIRouter:
     """All routes under `prefix` (the app builds them under MLAPI_PATH_PREFIX and at the root)."""
     predict_request, query_request = build_request_models(settings)
@@ -73,12 +78,13 @@ def build_router(settings: Settings, prefix: str = "") -> APIRouter:
     @router.post("/predict", response_model=PredictResponse, responses=_OK, summary="Sentiment for a list of texts",
                  description=f"Also answers at {' and '.join(PREDICT_ALIASES)} (the seeds' names for this route).")
     async def predict(
-        body: predict_request, predictor: PredictorDep, metrics: MetricsDep, backend: BackendQuery = None  # type: ignore[valid-type]
+        body: predict_request, request: Request, predictor: PredictorDep, metrics: MetricsDep,  # type: ignore[valid-type]
+        backend: BackendQuery = None,
     ) -> Response:
         texts = cast(PredictRequest, body).text
         metrics.texts.labels(route="predict").inc(len(texts))
         # Already-serialised JSON (see Predictor.predict); the response model documents its shape.
-        prediction = await predictor.predict(texts, backend)
+        prediction = await predictor.predict(texts, backend, tenant_of(request))
         headers = cache_headers(prediction.cached, settings.cache_headers_enabled)
         return Response(prediction.body, media_type="application/json", headers=headers)
 
@@ -90,12 +96,12 @@ def build_router(settings: Settings, prefix: str = "") -> APIRouter:
 
     @router.post("/query", responses=_OK, summary="Rank candidate labels for a sentence")
     async def query(
-        body: query_request, predictor: PredictorDep, metrics: MetricsDep, response: Response,  # type: ignore[valid-type]
-        backend: BackendQuery = None,
+        body: query_request, http: Request, predictor: PredictorDep, metrics: MetricsDep,  # type: ignore[valid-type]
+        response: Response, backend: BackendQuery = None,
     ) -> QueryResponse:
         request = cast(QueryRequest, body)
         metrics.texts.labels(route="query").inc(1 + len(request.labels))
-        answer = await predictor.query(request.sentence, request.labels, backend)
+        answer = await predictor.query(request.sentence, request.labels, backend, tenant_of(http))
         response.headers.update(cache_headers(answer.cached, settings.cache_headers_enabled))
         return QueryResponse.model_validate({"label": answer.label, "scores": answer.scores})
 

@@ -58,7 +58,7 @@ async def _top(request: Request, response: Response, text: str, backend: str) ->
     predictor: Predictor = request.app.state.predictor
     metrics: Metrics = request.app.state.metrics
     metrics.texts.labels(route="infer").inc()
-    prediction = await predictor.predict([text], backend)
+    prediction = await predictor.predict([text], backend, str(getattr(request.state, "tenant", "")))
     response.headers.update(cache_headers(prediction.cached, request.app.state.settings.cache_headers_enabled))
     labels = orjson.loads(prediction.body)["predictions"][0]
     return LabelScore.model_validate(max(labels, key=lambda item: item["score"]))

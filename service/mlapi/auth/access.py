@@ -163,6 +163,8 @@ class AccessMiddleware:
         try:
             body = await self._read_body(receive)
             identity, key = self.access.authenticate(scope)
+            # The batcher shares passes fairly between tenants: routes read this as `request.state.tenant`.
+            scope.setdefault("state", {})["tenant"] = identity
             data = parse_body(body) if body else None
             buckets = self.access.buckets(key, lambda: count_texts(data))
             decision = await self.access.limiter.take(identity, buckets) if buckets else None

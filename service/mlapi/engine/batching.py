@@ -1,9 +1,11 @@
-"""Dynamic micro-batching: concurrent requests share forward passes, off the event loop, with a bounded queue.
+"""Dynamic micro-batching: concurrent requests share forward passes, off the event loop, fairly, with a bounded queue.
 
 A transformer pass on 32 short texts costs far less than 32 passes on one text each. Requests put their texts on
-one queue; a single worker takes everything waiting (up to a pass budget), waits at most `wait_ms` for stragglers
-when the queue is short, runs the passes in one inference thread (cut by length as `shaping` decides), and hands
-each request back its own rows.
+a queue per tenant (API key or client address); the worker fills each pass with up to `max_size` texts taken in
+turn from every tenant that has texts waiting (an equal share each, the rest to whoever still has some), waits at
+most `wait_ms` for stragglers when the queue is short, runs it in an inference thread (cut by length as `shaping`
+decides), and hands each request its rows once all of them are done. A request of a thousand texts is so computed
+a pass at a time, and a short request from anyone else joins the next pass instead of waiting for all of it.
 While a pass runs, the next batch gathers, so batch size grows with load by itself. Past `max_queue` waiting
 texts, new requests are refused at once (503) rather than answered late.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -48,9 +51,27 @@ def infer_texts(
 
 @dataclass
 class _Job:
+    """One request's texts, sent to passes a slice at a time; its future resolves when every row is in."""
+
     texts: list[str]
     future: asyncio.Future[np.ndarray]
+    tenant: str = ""
     enqueued: float = field(default_factory=time.perf_counter)
+    sent: int = 0  # texts already given to a pass
+    done: int = 0  # texts whose rows are in
+    rows: np.ndarray | None = None
+
+    @property
+    def waiting(self) -> int:
+        """Texts not yet given to a pass."""
+        return len(self.texts) - self.sent
+
+
+@dataclass
+class _Slice:
+    job: _Job
+    start: int
+    end: int
 
 
 class MicroBatcher:
@@ -77,7 +98,7 @@ class MicroBatcher:
         self._overhead_tokens = overhead_tokens
         self._wait = wait_ms / 1000.0
         self._max_queue = max_queue
-        self._jobs: list[_Job] = []
+        self._queues: OrderedDict[str, deque[_Job]] = OrderedDict()  # per tenant, in turn order
         self._pending = 0
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"infer-{backend.name}")
@@ -104,8 +125,11 @@ class MicroBatcher:
             await self._worker
         self._executor.shutdown(wait=True)
 
-    async def submit(self, texts: list[str]) -> np.ndarray:
-        """Output rows for `texts`, in order; raises Overloaded when the queue is full."""
+    async def submit(self, texts: list[str], tenant: str = "") -> np.ndarray:
+        """Output rows for `texts`, in order; raises Overloaded when the queue is full.
+
+        `tenant` (an API key's or a client address's name) gets its share of every pass while it has texts waiting.
+        """
         if self._closed:
             self._metrics.rejected.labels(reason="shutting_down").inc()
             raise NotReady("the server is shutting down", retry_after=1)
@@ -115,8 +139,8 @@ class MicroBatcher:
                 f"{self._pending} texts are already waiting (MLAPI_MAX_QUEUE={self._max_queue}); retry shortly",
                 retry_after=1,
             )
-        job = _Job(texts, asyncio.get_running_loop().create_future())
-        self._jobs.append(job)
+        job = _Job(texts, asyncio.get_running_loop().create_future(), tenant)
+        self._queues.setdefault(tenant, deque()).append(job)
         self._pending += len(texts)
         self._metrics.queue_depth.labels(backend=self.backend.name).set(self._pending)
         self._wakeup.set()
@@ -124,7 +148,7 @@ class MicroBatcher:
 
     async def _run(self) -> None:
         while True:
-            if not self._jobs:
+            if not self._queues:
                 if self._closed:
                     await asyncio.gather(*self._passes)
                     return
@@ -135,16 +159,17 @@ class MicroBatcher:
             if self._pending < self._max_size and self._wait > 0 and not self._closed:
                 # A short queue: give concurrent requests a moment to join this pass.
                 await asyncio.sleep(self._wait)
-            if not self._jobs:
+            taken = self._take()
+            if not taken:
                 self._slots.release()
                 continue
-            task = asyncio.create_task(self._pass(self._take()))
+            task = asyncio.create_task(self._pass(taken))
             self._passes.add(task)
             task.add_done_callback(self._passes.discard)
 
-    async def _pass(self, jobs: list[_Job]) -> None:
-        """Run one pass for these jobs in the executor and hand each its rows; always frees the worker slot."""
-        texts = [text for job in jobs for text in job.texts]
+    async def _pass(self, slices: list[_Slice]) -> None:
+        """Run one pass for these slices in the executor and hand each its rows; always frees the worker slot."""
+        texts = [text for s in slices for text in s.job.texts[s.start : s.end]]
         started = time.perf_counter()
         try:
             rows = await asyncio.get_running_loop().run_in_executor(
@@ -153,30 +178,55 @@ class MicroBatcher:
             )
         except Exception:  # a failed pass fails its requests, never the worker
             log.exception("inference failed for %d texts", len(texts))
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(InferenceFailed("inference failed; see the server log"))
+            for s in slices:
+                if not s.job.future.done():
+                    s.job.future.set_exception(InferenceFailed("inference failed; see the server log"))
             return
         finally:
             self._slots.release()
         self._metrics.observe_pass(self.backend.name, len(texts), time.perf_counter() - started)
         offset = 0
-        for job in jobs:
-            if not job.future.done():  # the client may have gone away
-                job.future.set_result(rows[offset : offset + len(job.texts)])
-            offset += len(job.texts)
+        for s in slices:
+            job, count = s.job, s.end - s.start
+            if job.rows is None:
+                job.rows = np.empty((len(job.texts), *rows.shape[1:]), dtype=rows.dtype)
+            job.rows[s.start : s.end] = rows[offset : offset + count]
+            job.done += count
+            offset += count
+            if job.done == len(job.texts) and not job.future.done():  # the client may have gone away
+                job.future.set_result(job.rows)
 
-    def _take(self) -> list[_Job]:
-        """Whole jobs from the head of the queue, up to `max_size` texts (always at least one job)."""
-        taken: list[_Job] = []
-        count = 0
-        while self._jobs and (not taken or count + len(self._jobs[0].texts) <= self._max_size):
-            job = self._jobs.pop(0)
-            taken.append(job)
-            count += len(job.texts)
-        self._pending -= count
+    def _take(self) -> list[_Slice]:
+        """Up to `max_size` texts for one pass, an equal share from each tenant in turn, the rest to whoever has more.
+
+        A tenant's requests are served in order; the tenant that went first this pass goes last in the next.
+        """
+        slices: list[_Slice] = []
+        room = self._max_size
+        first = next(iter(self._queues), None)
+        while room > 0 and self._queues:
+            share = max(1, room // len(self._queues))
+            for tenant in list(self._queues):
+                if room == 0:
+                    break
+                queue = self._queues[tenant]
+                while queue and (queue[0].waiting == 0 or queue[0].future.done()):
+                    gone = queue.popleft()  # fully sent, or its client stopped waiting (or it failed)
+                    self._pending -= gone.waiting
+                    gone.sent = len(gone.texts)
+                if not queue:
+                    del self._queues[tenant]
+                    continue
+                job = queue[0]
+                count = min(share, room, job.waiting)
+                slices.append(_Slice(job, job.sent, job.sent + count))
+                if job.sent == 0:
+                    self._metrics.queue_wait.labels(backend=self.backend.name).observe(
+                        time.perf_counter() - job.enqueued)
+                job.sent += count
+                self._pending -= count
+                room -= count
+        if first is not None and first in self._queues:  # whoever went first goes last next time
+            self._queues.move_to_end(first)
         self._metrics.queue_depth.labels(backend=self.backend.name).set(self._pending)
-        now = time.perf_counter()
-        for job in taken:
-            self._metrics.queue_wait.labels(backend=self.backend.name).observe(now - job.enqueued)
-        return taken
+        return slices

@@ -145,7 +145,7 @@ class Predictor:
                                loc=("query", "backend"))
         return self.engines[name]
 
-    async def predict(self, texts: list[str], backend: str | None = None) -> Prediction:
+    async def predict(self, texts: list[str], backend: str | None = None, tenant: str = "") -> Prediction:
         """The /predict JSON body: every label's score for each text, high to low (or as MLAPI_LABEL_ORDER says).
 
         Only texts the cache does not hold are computed. Each text's answer is kept as its JSON bytes, so a cached
@@ -165,10 +165,11 @@ class Predictor:
                 probs = zero_shot(rows, engine.label_vectors, manifest.zero_shot.temperature)
             return [orjson.dumps(ranked(manifest.labels, p, self.settings.label_order)) for p in probs]
 
-        values, cached = await self._cached(engine, "predict", texts, compute)
+        values, cached = await self._cached(engine, "predict", texts, compute, tenant)
         return Prediction(b'{"predictions":[' + b",".join(values) + b"]}", cached)
 
-    async def query(self, sentence: str, labels: list[str], backend: str | None = None) -> QueryAnswer:
+    async def query(self, sentence: str, labels: list[str], backend: str | None = None, tenant: str = ""
+                    ) -> QueryAnswer:
         """Rank candidate labels for a sentence by embedding similarity (sentence-embedding models only)."""
         engine = self.engine(backend)
         manifest = self.manifest
@@ -183,13 +184,13 @@ class Predictor:
             # The graph already returns unit-length embeddings; zero_shot normalises what it compares anyway.
             return [row.astype(np.float32).tobytes() for row in rows]
 
-        values, cached = await self._cached(engine, "embed", [sentence, *labels], compute)
+        values, cached = await self._cached(engine, "embed", [sentence, *labels], compute, tenant)
         vectors = np.stack([np.frombuffer(v, dtype=np.float32) for v in values])
         probs = zero_shot(vectors[:1], unit(vectors[1:]), manifest.zero_shot.temperature)[0]
         scores = ranked(labels, probs)
         return QueryAnswer(str(scores[0]["label"]), scores, cached)
 
-    async def _cached(self, engine: Engine, op: str, texts: list[str], compute: Compute
+    async def _cached(self, engine: Engine, op: str, texts: list[str], compute: Compute, tenant: str = ""
                       ) -> tuple[list[bytes], list[bool]]:
         """Per-text values for `op` and, per text, whether the cache held it: hits as stored; each missing text
         computed once and stored.
@@ -214,7 +215,7 @@ class Predictor:
             self.metrics.coalesced.labels(op=op).inc(len(joined))
         mine = {key: text for key, text in missing.items() if key not in joined}
         if mine:
-            task = asyncio.create_task(self._compute(engine, mine, compute))
+            task = asyncio.create_task(self._compute(engine, mine, compute, tenant))
             task.add_done_callback(_consume_error)
             for key in mine:
                 self._inflight[key] = task
@@ -239,10 +240,11 @@ class Predictor:
                         key, op, len(value))
         return ok
 
-    async def _compute(self, engine: Engine, work: dict[str, str], compute: Compute) -> dict[str, bytes]:
+    async def _compute(self, engine: Engine, work: dict[str, str], compute: Compute, tenant: str = ""
+                       ) -> dict[str, bytes]:
         """Run the model for `work` (cache key -> text), store the answers, and release the in-flight keys."""
         try:
-            fresh = dict(zip(work, compute(await engine.batcher.submit(list(work.values()))), strict=True))
+            fresh = dict(zip(work, compute(await engine.batcher.submit(list(work.values()), tenant)), strict=True))
             await self.cache.set_many(fresh)
             return fresh
         finally:
