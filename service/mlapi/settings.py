@@ -139,6 +139,14 @@ class Settings(BaseSettings):
             "graph (`pass_overhead_tokens` in the manifest)"
         ),
     )
+    batch_turn_tokens: int = Field(
+        1024, ge=16,
+        description=(
+            "tokens (estimated from length) one scheduled pass carries, at most, shared in turn between the tenants "
+            "with texts waiting: a short request waits at most for the pass in front of it, so this bounds what a "
+            "flood of long texts adds to everyone else's latency (at least one text per pass)"
+        ),
+    )
     batch_wait_ms: float = Field(
         0.0, ge=0.0, le=1000.0,
         description=(

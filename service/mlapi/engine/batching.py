@@ -89,12 +89,15 @@ class MicroBatcher:
         max_queue: int,
         workers: int = 1,
         overhead_tokens: float = DEFAULT_PASS_OVERHEAD_TOKENS,
+        turn_tokens: int | None = None,
     ) -> None:
         self.backend = backend
         self._encoder = encoder
         self._metrics = metrics
         self._max_size = max_size
         self._max_tokens = max_tokens
+        # Estimated tokens one scheduled pass may carry: how long any tenant waits for the pass in front of it.
+        self._turn_tokens = turn_tokens or max_tokens
         self._overhead_tokens = overhead_tokens
         self._wait = wait_ms / 1000.0
         self._max_queue = max_queue
@@ -196,6 +199,10 @@ class MicroBatcher:
             if job.done == len(job.texts) and not job.future.done():  # the client may have gone away
                 job.future.set_result(job.rows)
 
+    def _estimate_tokens(self, text: str) -> int:
+        """A text's tokens, estimated from its length (three characters a token or fewer), capped by truncation."""
+        return min(self._encoder.max_length, 2 + (len(text) + 2) // 3)
+
     def _take(self) -> list[_Slice]:
         """Up to `max_size` texts for one pass, an equal share from each tenant in turn, the rest to whoever has more.
 
@@ -203,8 +210,9 @@ class MicroBatcher:
         """
         slices: list[_Slice] = []
         room = self._max_size
+        tokens_left = self._turn_tokens
         first = next(iter(self._queues), None)
-        while room > 0 and self._queues:
+        while room > 0 and tokens_left > 0 and self._queues:
             share = max(1, room // len(self._queues))
             for tenant in list(self._queues):
                 if room == 0:
@@ -218,7 +226,12 @@ class MicroBatcher:
                     del self._queues[tenant]
                     continue
                 job = queue[0]
-                count = min(share, room, job.waiting)
+                count = 0
+                while count < min(share, room, job.waiting) and (tokens_left > 0 or not slices and count == 0):
+                    tokens_left -= self._estimate_tokens(job.texts[job.sent + count])
+                    count += 1
+                if count == 0:
+                    break
                 slices.append(_Slice(job, job.sent, job.sent + count))
                 if job.sent == 0:
                     self._metrics.queue_wait.labels(backend=self.backend.name).observe(

@@ -114,6 +114,7 @@ class Predictor:
             backend, self._encoder, self.metrics, max_size=s.batch_max_size, max_tokens=s.batch_max_tokens,
             wait_ms=s.batch_wait_ms, max_queue=s.max_queue, workers=backend.workers,
             overhead_tokens=manifest.pass_overhead_tokens or DEFAULT_PASS_OVERHEAD_TOKENS,
+            turn_tokens=s.batch_turn_tokens,
         )
         batcher.start()
         identity = f"{manifest.content_hash}:{backend.fingerprint}"
