@@ -11,7 +11,7 @@ Redis. It profiles mlapi under load with py-spy, records cold start and peak
 memory per server and the installed size of the serving dependencies, then
 writes load/results/<date>-bench.{json,md,png} and k6's HTML reports.
 
-Usage: python load/bench.py [--quick] [--servers seed,mlapi-onnx,mlapi-torch] [--duration S]
+Usage: python load/bench.py [--quick] [--servers seed,mlapi-onnx,mlapi-onnx-per-tensor,mlapi-torch] [--duration S]
 """
 
 from __future__ import annotations
@@ -88,6 +88,11 @@ class Paths:
     baked: Path
     logs: Path
 
+    @property
+    def baked_per_tensor(self) -> Path:
+        """The same bake with the int8 graph of the old per-tensor recipe, for the side-by-side server."""
+        return self.baked.with_name(self.baked.name + "-per-tensor")
+
 
 @dataclass(frozen=True)
 class ServerSpec:
@@ -146,6 +151,11 @@ def _mlapi_argv(paths: Paths, port: int) -> list[str]:
     return [str(mlapi_bin()), "serve", "--model-dir", str(paths.baked), "--host", bench_procs.HOST, "--port", str(port)]
 
 
+def _mlapi_per_tensor_argv(paths: Paths, port: int) -> list[str]:
+    return [str(mlapi_bin()), "serve", "--model-dir", str(paths.baked_per_tensor), "--host", bench_procs.HOST,
+            "--port", str(port)]
+
+
 SERVERS: list[ServerSpec] = [
     _seed_spec("seed", "async"),
     _seed_spec("seed-threadpool", "threadpool"),
@@ -158,6 +168,15 @@ SERVERS: list[ServerSpec] = [
             Phase("cached", {}, [GRADED, UNSEEN]),
             Phase("redis", {}, [CACHED_REDIS], redis=True),
         ],
+        needs_bake=True,
+    ),
+    # The int8 recipe before batch invariance (one activation scale per padded pass), served by the same mlapi, so
+    # the run shows what per-row quantisation costs.
+    ServerSpec(
+        name="mlapi-onnx-per-tensor",
+        argv=_mlapi_per_tensor_argv,
+        env={"MLAPI_BACKEND": "onnx"},
+        phases=[Phase("uncached", UNCACHED, [*UNIQUE, UNIQUE_LONG[2]])],
         needs_bake=True,
     ),
     ServerSpec(
@@ -302,6 +321,33 @@ def bake(model_dir: Path, baked: Path, log: Path) -> dict[str, Any]:
     if code != 0:
         return {"ok": False, "error": f"mlapi bake exited {code}, see {log}"}
     return {"ok": True, "seconds": round(time.perf_counter() - started, 1), "dir_mib": dir_mib(baked)}
+
+
+def requantize_per_tensor(baked: Path, out: Path) -> dict[str, Any]:
+    """Copy the bake and replace its int8 graph with ONNX Runtime's dynamic per-tensor quantisation of fp32.
+
+    This is the recipe mlapi used before answers had to be batch-invariant (per-channel int8 weights, one uint8
+    activation scale per tensor, attention fused into QAttention); only the benchmark builds it.
+    """
+    import onnx
+    from mlapi.engine.manifest import Manifest, content_hash
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(baked, out)
+    manifest = Manifest.load(out)
+    int8 = manifest.onnx_int8 or "model.int8.onnx"
+    quantize_dynamic(
+        str(out / manifest.onnx_fp32), str(out / int8), per_channel=True, weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul", "Attention", "Gemm"],
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    manifest.onnx_int8 = int8
+    manifest.quantization.chosen = "int8"
+    manifest.quantization.recipe = "per-tensor-dynamic (benchmark only; not batch-invariant)"
+    manifest.content_hash = content_hash(out)
+    manifest.save(out)
+    return {"ok": True, "dir": str(out)}
 
 
 # ---------------------------------------------------------------- load
@@ -635,6 +681,8 @@ def prepare(args: argparse.Namespace, report: dict[str, Any]) -> Paths:
     if any(s.needs_bake for s in args.servers):
         print("baking it with mlapi bake ...", flush=True)
         report["model"]["bake"] = bake(paths.model, paths.baked, paths.logs / "bake.log")
+        if report["model"]["bake"]["ok"] and any(s.name == "mlapi-onnx-per-tensor" for s in args.servers):
+            report["model"]["per_tensor"] = requantize_per_tensor(paths.baked, paths.baked_per_tensor)
     return paths
 
 

@@ -31,6 +31,9 @@ FRACTION_VUS = 32
 PROFILE_P99_TARGET_MS = 50.0
 COLD_START_TARGET_S = 3.0
 PROFILE_TOP = 12
+# The int8 recipe served before answers had to be batch-invariant, measured beside mlapi-onnx in the same run.
+PER_TENSOR = "mlapi-onnx-per-tensor"
+PER_TENSOR_TARGET = 0.95
 
 
 def scenario_from_k6(summary: Mapping[str, Any]) -> dict[str, float | int]:
@@ -100,6 +103,16 @@ def end_to_end_fraction(report: Mapping[str, Any], length: str, vus: int) -> flo
     if not run or not run.get("req_per_s") or not engine:
         return None
     return round(run["req_per_s"] / engine, 2)
+
+
+def per_tensor_ratio(report: Mapping[str, Any], vus: int = FRACTION_VUS) -> float | None:
+    """mlapi-onnx's uncached short-text req/s over the old per-tensor int8 recipe's, same run and VUs."""
+    scenarios = report.get("scenarios", [])
+    name = f"{UNIQUE_PREFIX}{vus}vu"
+    mine, old = find(scenarios, PRIMARY, name), find(scenarios, PER_TENSOR, name)
+    if not mine or not old or not mine.get("req_per_s") or not old.get("req_per_s"):
+        return None
+    return round(mine["req_per_s"] / old["req_per_s"], 2)
 
 
 def cached_per_core(report: Mapping[str, Any]) -> float | None:
@@ -189,6 +202,7 @@ def evaluate_targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     fraction = end_to_end_fraction(report, "short", FRACTION_VUS)
     profile = find(scenarios, PRIMARY, PROFILE)
     cold = first_cold_start(report, PRIMARY)
+    versus_old = per_tensor_ratio(report)
     return [
         _target(
             f"uncached /predict, 1 short text/request: {PRIMARY} >= {THROUGHPUT_TARGET:g}x the seed server's best "
@@ -216,6 +230,13 @@ def evaluate_targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
             cold,
             "s",
             None if cold is None else cold < COLD_START_TARGET_S,
+        ),
+        _target(
+            f"batch-invariant int8 >= {PER_TENSOR_TARGET:g}x the old per-tensor int8, uncached short texts, "
+            f"{FRACTION_VUS} VUs ({PRIMARY} against {PER_TENSOR})",
+            versus_old,
+            "x",
+            None if versus_old is None else versus_old >= PER_TENSOR_TARGET,
         ),
     ]
 
