@@ -14,7 +14,7 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 PRIMED_STATUSES = ("200", "422", "500", "503")
 CACHE_OPS = ("predict", "embed")
 # Why a request was refused with 503: the queue was full, the model is not loaded, or the server is stopping.
-REJECT_REASONS = ("queue_full", "not_ready", "shutting_down")
+REJECT_REASONS = ("queue_full", "deadline", "too_many_tokens", "not_ready", "shutting_down")
 
 
 class Metrics:

@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         4096, ge=1,
         description="characters per text (longer texts are refused; texts over the model's token limit are truncated)",
     )
+    max_request_tokens: int = Field(
+        131_072, ge=1024,
+        description=(
+            "estimated tokens per request still to compute (a text counts a quarter of its characters, at most the "
+            "model's token limit, plus 4); over it, 413: one request cannot hold the model for minutes"
+        ),
+    )
     max_labels: int = Field(
         64, ge=1,
         description="labels per `/query`",

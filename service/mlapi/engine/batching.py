@@ -7,13 +7,18 @@ most `wait_ms` for stragglers when the queue is short, runs it in an inference t
 decides), and hands each request its rows once all of them are done. A request of a thousand texts is so computed
 a pass at a time, and a short request from anyone else joins the next pass instead of waiting for all of it.
 While a pass runs, the next batch gathers, so batch size grows with load by itself. Past `max_queue` waiting
-texts, new requests are refused at once (503) rather than answered late.
+texts, new requests are refused at once (503) rather than answered late, and so is a request whose estimated wait
+(its own texts and its tenant's earlier ones, plus each other tenant's share of the passes meanwhile, at the speed
+measured on recent passes, a text costing about its characters up to the truncation length) exceeds the request
+deadline: an honest `Retry-After` now beats a 503 `timeout` after 30 s. A request estimated at more than
+`max_request_tokens` tokens still to compute is refused (413) before it takes any pass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +29,7 @@ import numpy as np
 from mlapi.engine.backends import Backend
 from mlapi.engine.shaping import DEFAULT_PASS_OVERHEAD_TOKENS
 from mlapi.engine.tokenization import TextEncoder
-from mlapi.errors import InferenceFailed, NotReady, Overloaded
+from mlapi.errors import InferenceFailed, NotReady, Overloaded, PayloadTooLarge
 from mlapi.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -56,6 +61,7 @@ class _Job:
     texts: list[str]
     future: asyncio.Future[np.ndarray]
     tenant: str = ""
+    cost: list[int] = field(default_factory=lambda: [0])  # running total of the texts' costs, from 0
     enqueued: float = field(default_factory=time.perf_counter)
     sent: int = 0  # texts already given to a pass
     done: int = 0  # texts whose rows are in
@@ -65,6 +71,11 @@ class _Job:
     def waiting(self) -> int:
         """Texts not yet given to a pass."""
         return len(self.texts) - self.sent
+
+    @property
+    def waiting_cost(self) -> int:
+        """Cost of the texts not yet given to a pass."""
+        return self.cost[-1] - self.cost[self.sent]
 
 
 @dataclass
@@ -90,8 +101,17 @@ class MicroBatcher:
         workers: int = 1,
         overhead_tokens: float = DEFAULT_PASS_OVERHEAD_TOKENS,
         turn_tokens: int | None = None,
+        deadline_seconds: float | None = None,
+        max_request_tokens: int | None = None,
     ) -> None:
         self.backend = backend
+        self._deadline = deadline_seconds
+        self._max_request_tokens = max_request_tokens
+        self._workers = workers
+        self._seconds_per_cost: float | None = None  # moving average over passes after the first, per worker
+        self._passes_run = 0
+        # A text costs about its characters up to the truncation length (~4 per token) plus a fixed share of a row.
+        self._max_text_cost = 4 * encoder.max_length
         self._encoder = encoder
         self._metrics = metrics
         self._max_size = max_size
@@ -128,10 +148,11 @@ class MicroBatcher:
             await self._worker
         self._executor.shutdown(wait=True)
 
-    async def submit(self, texts: list[str], tenant: str = "") -> np.ndarray:
-        """Output rows for `texts`, in order; raises Overloaded when the queue is full.
+    async def submit(self, texts: list[str], tenant: str = "", *, capped: bool = True) -> np.ndarray:
+        """Output rows for `texts`, in order; raises Overloaded when the queue is full or the wait too long.
 
         `tenant` (an API key's or a client address's name) gets its share of every pass while it has texts waiting.
+        `capped=False` (the server's own start-up work) skips the per-request token cap.
         """
         if self._closed:
             self._metrics.rejected.labels(reason="shutting_down").inc()
@@ -142,12 +163,46 @@ class MicroBatcher:
                 f"{self._pending} texts are already waiting (MLAPI_MAX_QUEUE={self._max_queue}); retry shortly",
                 retry_after=1,
             )
-        job = _Job(texts, asyncio.get_running_loop().create_future(), tenant)
+        cost = [0, *np.cumsum([self.text_cost(text) for text in texts]).tolist()]
+        tokens = cost[-1] // 4
+        if capped and self._max_request_tokens is not None and tokens > self._max_request_tokens:
+            self._metrics.rejected.labels(reason="too_many_tokens").inc()
+            raise PayloadTooLarge(
+                f"this request is about {tokens} tokens to compute, over MLAPI_MAX_REQUEST_TOKENS "
+                f"({self._max_request_tokens}); send fewer or shorter texts"
+            )
+        wait = self.estimated_wait(cost[-1], tenant)
+        if self._deadline is not None and wait is not None and wait > self._deadline:
+            self._metrics.rejected.labels(reason="deadline").inc()
+            raise Overloaded(
+                f"this request would wait about {wait:.1f} s, past the {self._deadline:g} s deadline "
+                "(MLAPI_REQUEST_TIMEOUT_SECONDS); retry later or send fewer texts",
+                retry_after=max(1, math.ceil(wait - self._deadline)),
+            )
+        job = _Job(texts, asyncio.get_running_loop().create_future(), tenant, cost)
         self._queues.setdefault(tenant, deque()).append(job)
         self._pending += len(texts)
         self._metrics.queue_depth.labels(backend=self.backend.name).set(self._pending)
         self._wakeup.set()
         return await job.future
+
+    def text_cost(self, text: str) -> int:
+        """A text's share of a pass, in units the measured speed is kept in (characters, capped, plus a row)."""
+        return min(len(text), self._max_text_cost) + 16  # four characters a token, plus the row's own tokens
+
+    def estimated_wait(self, cost: int, tenant: str) -> float | None:
+        """Seconds until a new request costing `cost` from `tenant` would be answered; None until measured.
+
+        Passes are shared in turn, so the request is done once its tenant's `own` work (earlier requests first)
+        has run, and meanwhile every other tenant runs at most as much of its own: `own + sum(min(theirs, own))`.
+        """
+        if self._seconds_per_cost is None:
+            return None
+        own = cost + sum(job.waiting_cost for job in self._queues.get(tenant, ()))
+        others = sum(
+            min(own, sum(job.waiting_cost for job in queue)) for name, queue in self._queues.items() if name != tenant
+        )
+        return (own + others) * self._seconds_per_cost
 
     async def _run(self) -> None:
         while True:
@@ -187,7 +242,13 @@ class MicroBatcher:
             return
         finally:
             self._slots.release()
-        self._metrics.observe_pass(self.backend.name, len(texts), time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self._metrics.observe_pass(self.backend.name, len(texts), seconds)
+        self._passes_run += 1
+        if self._passes_run > 1:  # the first pass also pays one-time costs (allocation, kernel choice)
+            per_cost = seconds / sum(self.text_cost(text) for text in texts) / self._workers
+            previous = self._seconds_per_cost
+            self._seconds_per_cost = per_cost if previous is None else 0.8 * previous + 0.2 * per_cost
         offset = 0
         for s in slices:
             job, count = s.job, s.end - s.start
@@ -198,10 +259,6 @@ class MicroBatcher:
             offset += count
             if job.done == len(job.texts) and not job.future.done():  # the client may have gone away
                 job.future.set_result(job.rows)
-
-    def _estimate_tokens(self, text: str) -> int:
-        """A text's tokens, estimated from its length (three characters a token or fewer), capped by truncation."""
-        return min(self._encoder.max_length, 2 + (len(text) + 2) // 3)
 
     def _take(self) -> list[_Slice]:
         """Up to `max_size` texts for one pass, an equal share from each tenant in turn, the rest to whoever has more.
@@ -228,7 +285,7 @@ class MicroBatcher:
                 job = queue[0]
                 count = 0
                 while count < min(share, room, job.waiting) and (tokens_left > 0 or not slices and count == 0):
-                    tokens_left -= self._estimate_tokens(job.texts[job.sent + count])
+                    tokens_left -= self.text_cost(job.texts[job.sent + count]) // 4
                     count += 1
                 if count == 0:
                     break

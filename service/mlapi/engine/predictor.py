@@ -115,6 +115,7 @@ class Predictor:
             wait_ms=s.batch_wait_ms, max_queue=s.max_queue, workers=backend.workers,
             overhead_tokens=manifest.pass_overhead_tokens or DEFAULT_PASS_OVERHEAD_TOKENS,
             turn_tokens=s.batch_turn_tokens,
+            deadline_seconds=s.request_timeout_seconds, max_request_tokens=s.max_request_tokens,
         )
         batcher.start()
         identity = f"{manifest.content_hash}:{backend.fingerprint}"
@@ -128,11 +129,12 @@ class Predictor:
             # Also the warm-up pass. In chunks the queue can always admit: MLAPI_MAX_QUEUE may be set below the
             # number of label descriptions, and a start-up that refuses its own work would never become ready.
             step = s.max_queue
-            rows = np.concatenate([await batcher.submit(flat[i : i + step]) for i in range(0, len(flat), step)])
+            chunks = [await batcher.submit(flat[i : i + step], capped=False) for i in range(0, len(flat), step)]
+            rows = np.concatenate(chunks)
             bounds = np.cumsum([len(descriptions[label]) for label in manifest.labels])[:-1]
             engine.label_vectors = label_prototypes(np.split(rows, bounds))
         else:
-            await batcher.submit(["warm up"])
+            await batcher.submit(["warm up"], capped=False)
         self.engines[backend.name] = engine
 
     def engine(self, backend: str | None) -> Engine:

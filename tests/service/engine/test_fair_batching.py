@@ -7,6 +7,7 @@ a machine whatever else it is doing.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from mlapi.engine.backends.onnx import OnnxBackend
 from mlapi.engine.batching import MicroBatcher, infer_texts
 from mlapi.engine.manifest import Manifest
 from mlapi.engine.tokenization import TextEncoder
+from mlapi.errors import Overloaded, PayloadTooLarge
 from mlapi.metrics import Metrics
 
 
@@ -93,3 +95,98 @@ def test_tenants_share_each_pass_in_turn(parts) -> None:
     # Half of each 8-text pass is the small tenant's: it is done after 2 passes, the flood after 9.
     assert finished == ["small", "flood"]
     assert sum(recording.passes) == 72
+
+
+class SlowBackend(RecordingBackend):
+    """A real backend made slower by a fixed time per (padded) token, as a bigger model on a slower CPU would be."""
+
+    def __init__(self, inner: OnnxBackend, seconds_per_token: float) -> None:
+        super().__init__(inner)
+        self.seconds_per_token = seconds_per_token
+
+    def infer(self, batch):  # type: ignore[no-untyped-def]
+        rows, cols = batch.shape
+        time.sleep(self.seconds_per_token * rows * cols)
+        return super().infer(batch)
+
+
+def test_a_request_that_would_outwait_its_deadline_is_refused_at_once(parts) -> None:
+    """Past the deadline by estimate: 503 now, with a Retry-After covering the excess, not a timeout much later.
+
+    At 0.2 ms a token or slower, 400 texts cut at the model's limit are at least 400 * max_length * 0.2 ms of work
+    (over 10 s at 128 tokens) against a 2 s deadline, whatever the machine is doing; a one-text request from another
+    tenant is still admitted and answered.
+    """
+    backend, encoder = parts
+    slow = SlowBackend(backend, seconds_per_token=0.0002)
+    long_text = "a sentence long enough to be cut at the model's limit " * 40
+    metrics = Metrics()
+
+    async def run() -> tuple[Overloaded, np.ndarray, int]:
+        batcher = MicroBatcher(slow, encoder, metrics, max_size=8, max_tokens=8192, wait_ms=0, max_queue=4096,
+                               deadline_seconds=2.0)
+        batcher.start()
+        try:
+            for _ in range(2):  # the first pass is not measured; the second is
+                await batcher.submit(["warm up"], tenant="key:light")
+            passes_before = len(slow.passes)
+            with pytest.raises(Overloaded) as refused:
+                await batcher.submit([long_text] * 400, tenant="key:heavy")
+            assert len(slow.passes) == passes_before  # refused before any of it ran
+            assert batcher.pending == 0
+            light = await batcher.submit(["one short text"], tenant="key:light")
+            return refused.value, light, passes_before
+        finally:
+            await batcher.close()
+
+    error, light, _ = asyncio.run(run())
+    assert error.status_code == 503
+    assert "past the 2 s deadline" in str(error)
+    work = 400 * encoder.max_length * 0.0002
+    assert error.retry_after is not None and error.retry_after >= work / 2 - 2  # the estimate is of the right size
+    assert light.shape[0] == 1
+    assert metrics.rejected.labels(reason="deadline")._value.get() == 1
+
+
+def test_no_request_is_refused_by_estimate_before_the_speed_is_measured(parts) -> None:
+    """The first pass pays one-time costs, so it sets no estimate: a fresh server admits and answers."""
+    backend, encoder = parts
+    long_text = "a sentence long enough to be cut at the model's limit " * 40
+
+    async def run() -> np.ndarray:
+        batcher = MicroBatcher(backend, encoder, Metrics(), max_size=8, max_tokens=8192, wait_ms=0, max_queue=4096,
+                               deadline_seconds=0.001)
+        batcher.start()
+        try:
+            return await batcher.submit([long_text] * 4, tenant="key:heavy")
+        finally:
+            await batcher.close()
+
+    assert asyncio.run(run()).shape[0] == 4
+
+
+def test_a_request_over_the_token_cap_is_refused_before_any_pass(parts) -> None:
+    """1,000 texts cut at the model's limit fit every per-text limit; the token cap still refuses them (413)."""
+    backend, encoder = parts
+    recording = RecordingBackend(backend)
+    long_text = "a sentence long enough to be cut at the model's limit " * 40
+    metrics = Metrics()
+
+    async def run() -> tuple[PayloadTooLarge, np.ndarray]:
+        batcher = MicroBatcher(recording, encoder, metrics, max_size=8, max_tokens=8192, wait_ms=0, max_queue=4096,
+                               max_request_tokens=1000 * encoder.max_length // 2)
+        batcher.start()
+        try:
+            with pytest.raises(PayloadTooLarge) as refused:
+                await batcher.submit([long_text] * 1000, tenant="key:heavy")
+            assert recording.passes == [] and batcher.pending == 0
+            within = await batcher.submit([long_text] * 16, tenant="key:heavy")
+            return refused.value, within
+        finally:
+            await batcher.close()
+
+    error, within = asyncio.run(run())
+    assert error.status_code == 413
+    assert "MLAPI_MAX_REQUEST_TOKENS" in str(error)
+    assert within.shape[0] == 16
+    assert metrics.rejected.labels(reason="too_many_tokens")._value.get() == 1
