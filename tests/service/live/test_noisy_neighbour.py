@@ -1,6 +1,9 @@
 """Noisy neighbour, against a live `mlapi serve` with API keys: one key floods the largest valid requests while
 another sends one short text a second; the light tenant gets every answer, promptly, and the heavy one its share.
 
+The largest valid request is as many ~1,800-character texts as the per-request token cap admits (480 here; a
+1,000-text one is refused with 413 at once, which the test also checks).
+
 CAMPAIGN_REPORT=path writes the figures as JSON. The latency bound is generous for a busy shared machine; the
 figures on a quiet one are in the README.
 """
@@ -24,6 +27,7 @@ from mlapi.auth.keys import generate_key, key_line
 pytestmark = pytest.mark.slow
 
 SECONDS = 15
+HEAVY_TEXTS = 480
 LIGHT_P99_BOUND = 5.0  # seconds, on a machine other work may be sharing
 
 
@@ -70,13 +74,15 @@ def test_a_flood_of_the_largest_requests_leaves_the_light_tenant_served(minilm_d
             n = 0
             while not stop.is_set():
                 words = " ".join(f"w{worker}x{n}y{i}" for i in range(180))  # ~1,800 characters
-                body = json.dumps({"text": [f"{i} {words}"[:1800] for i in range(1000)]}).encode()
+                body = json.dumps({"text": [f"{i} {words}"[:1800] for i in range(HEAVY_TEXTS)]}).encode()
                 heavy.append(_post(url, body, heavy_key))
                 n += 1
 
         flooders = [threading.Thread(target=flood, args=(w,), daemon=True) for w in range(2)]
         for thread in flooders:
             thread.start()
+        too_large = json.dumps({"text": [f"{i} " + "x" * 1800 for i in range(1000)]}).encode()
+        assert _post(url, too_large, heavy_key)[0] == 413
         time.sleep(2)  # the flood is running before the light tenant starts
         for i in range(SECONDS):
             tick = time.monotonic()
@@ -94,4 +100,4 @@ def test_a_flood_of_the_largest_requests_leaves_the_light_tenant_served(minilm_d
         Path(os.environ["CAMPAIGN_REPORT"]).write_text(json.dumps(report, indent=2))
     assert [s for s, _ in light] == [200] * SECONDS, report
     assert latencies[-1] < LIGHT_P99_BOUND, report  # 15 samples: the slowest is the p99
-    assert heavy and all(status in (200, 429, 503, 0) for status, _ in heavy), report
+    assert heavy and all(status in (200, 503, 0) for status, _ in heavy), report  # 0: still running at the end
