@@ -17,13 +17,17 @@ import pulumi
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from infra import config as stack_config  # noqa: E402
-from infra.eks.platform import check_capacity, deploy_eks  # noqa: E402
+from infra import cost  # noqa: E402
+from infra.eks.platform import HELM_RELEASES, check_capacity, deploy_eks  # noqa: E402
 from infra.fargate.platform import deploy_fargate  # noqa: E402
 from infra.shared.foundation import build_foundation  # noqa: E402
 
 cfg = stack_config.load()
 if cfg.platform == "eks":
     check_capacity(cfg)  # a node group that cannot hold the cluster fails before anything is declared
+estimate = cost.estimate(cfg, HELM_RELEASES)
+for warning in estimate.warnings:
+    pulumi.warn(f"estimatedMonthlyCostUsd: {warning}")
 base = build_foundation(cfg)
 deploy = deploy_eks if cfg.platform == "eks" else deploy_fargate
 outputs = {
@@ -31,6 +35,7 @@ outputs = {
     "repositoryUrl": base.registry.repository_url,
     "redisEndpoint": base.cache.endpoint,
     "vpcId": base.network.vpc_id,
+    "estimatedMonthlyCostUsd": estimate.as_output(),
 }
 for key, value in outputs.items():
     pulumi.export(key, value)

@@ -1,0 +1,97 @@
+"""The monthly cost estimate: its arithmetic against sums worked by hand, and the stack output a preview shows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from infra_program import ProgramRun
+
+from infra import cost
+from infra.config import build_config
+from infra.eks.platform import HELM_RELEASES
+
+
+def _estimate(raw: dict[str, Any], region: str = "us-east-1", **overrides: Any) -> cost.Estimate:
+    cfg = build_config({**raw, **overrides}, project="mlapi", stack="dev", region=region)
+    return cost.estimate(cfg, HELM_RELEASES)
+
+
+def _items(estimate: cost.Estimate) -> dict[str, tuple[float, float]]:
+    return {i.name: (round(i.minimum, 4), round(i.maximum, 4)) for i in estimate.items}
+
+
+def test_eks_defaults_cost_what_the_list_prices_add_up_to(dev_raw: dict[str, Any]) -> None:
+    # By hand, 730 h: cluster 0.10/h; 2 to 4 nodes of 4 vCPU (capacity.py at min and max replicas), the cheapest
+    # listed family c6i at $0.17 per c6i.xlarge, the dearest m7i at $0.2016 per m7i.xlarge; fee 12% of that;
+    # NLB 0.0225/h; one NAT 0.045/h; two cache.t4g.small at 0.032/h.
+    nodes_min, nodes_max = 2 * 0.17 * 730, 4 * 0.2016 * 730
+    expected = {
+        "eks-control-plane": (73.0, 73.0),
+        "nodes": (round(nodes_min, 4), round(nodes_max, 4)),
+        "eks-auto-mode-fee": (round(0.12 * nodes_min, 4), round(0.12 * nodes_max, 4)),
+        "load-balancer": (16.425, 16.425),
+        "nat-gateways": (32.85, 32.85),
+        "redis": (46.72, 46.72),
+    }
+    estimate = _estimate(dev_raw)
+    assert _items(estimate) == expected
+    assert estimate.warnings == ()
+    assert estimate.as_output()["minimum"] == 446.98  # 73 + 248.2 + 29.784 + 16.425 + 32.85 + 46.72
+    assert estimate.as_output()["maximum"] == 828.31  # 73 + 588.672 + 70.64064 + 16.425 + 32.85 + 46.72
+
+
+def test_fargate_defaults_cost_their_tasks_at_fargate_sizes(dev_raw: dict[str, Any]) -> None:
+    # sentiment: 1 vCPU / 2 GB = 0.04048 + 2 x 0.004445 = 0.04937/h, 2 to 6 tasks;
+    # semantic: 0.5 vCPU / 1 GB = 0.02024 + 0.004445 = 0.024685/h, 2 to 4 tasks; ALB 0.0225/h; NAT; Redis.
+    estimate = _estimate(dev_raw, platform="fargate", apiPublicAccessCidrs=[])
+    assert _items(estimate) == {
+        "tasks-sentiment": (72.0802, 216.2406),
+        "tasks-semantic": (36.0401, 72.0802),
+        "load-balancer": (16.425, 16.425),
+        "nat-gateways": (32.85, 32.85),
+        "redis": (46.72, 46.72),
+    }
+    assert (estimate.as_output()["minimum"], estimate.as_output()["maximum"]) == (204.12, 384.32)
+
+
+def test_nat_per_az_and_redis_shape_follow_their_keys(dev_raw: dict[str, Any]) -> None:
+    items = _items(_estimate(dev_raw, natGateways="one-per-az", availabilityZones=3, cacheNodes=3,
+                             cacheNodeType="cache.r7g.large"))
+    assert items["nat-gateways"] == (98.55, 98.55)  # 3 x 0.045 x 730
+    assert items["redis"] == (479.61, 479.61)  # 3 x 0.219 x 730
+
+
+def test_uncovered_region_warns_and_gives_no_figure(dev_raw: dict[str, Any]) -> None:
+    estimate = _estimate(dev_raw, region="ap-south-2")
+    output = estimate.as_output()
+    assert (output["minimum"], output["maximum"], output["lineItems"]) == (None, None, [])
+    (warning,) = output["warnings"]
+    assert "ap-south-2" in warning and "us-east-1" in warning
+
+
+def test_unpriced_cache_type_is_left_out_with_a_warning(dev_raw: dict[str, Any]) -> None:
+    estimate = _estimate(dev_raw, cacheNodeType="cache.x2gd.large")
+    assert "redis" not in _items(estimate)
+    assert any("cache.x2gd.large" in w and "mlapi:cacheNodeType" in w for w in estimate.warnings)
+
+
+def test_unpriced_family_is_named_and_spot_is_flagged(dev_raw: dict[str, Any]) -> None:
+    estimate = _estimate(dev_raw, nodeInstanceFamilies=["c8i", "c7i"], nodeCapacityType="spot")
+    nodes = _items(estimate)["nodes"]
+    assert nodes == (round(2 * 4 * 0.044625 * 730, 4), round(4 * 4 * 0.044625 * 730, 4))
+    assert any("c8i" in w for w in estimate.warnings)
+    assert any("spot" in w for w in estimate.warnings)
+
+
+@pytest.mark.parametrize("stack", ["dev", "fargate"])
+def test_stack_exports_the_estimate(stack: str, request: pytest.FixtureRequest) -> None:
+    # A plain value, not an Output: `pulumi preview` prints it before any resource exists.
+    run: ProgramRun = request.getfixturevalue(stack)
+    exported = run.outputs["estimatedMonthlyCostUsd"]
+    assert exported["region"] == "us-east-1"
+    assert 0 < exported["minimum"] < exported["maximum"]
+    assert exported["pricesAsOf"] == cost.PRICES_AS_OF
+    names = {item["name"] for item in exported["lineItems"]}
+    assert {"nat-gateways", "redis", "load-balancer"} <= names
+    assert ("eks-auto-mode-fee" in names) == stack.startswith("dev")
