@@ -20,6 +20,7 @@ from infra import config as stack_config  # noqa: E402
 from infra import cost  # noqa: E402
 from infra.eks.platform import HELM_RELEASES, check_capacity, deploy_eks  # noqa: E402
 from infra.fargate.platform import deploy_fargate  # noqa: E402
+from infra.shared.budget import Budget, BudgetArgs  # noqa: E402
 from infra.shared.foundation import build_foundation  # noqa: E402
 
 cfg = stack_config.load()
@@ -37,5 +38,11 @@ outputs = {
     "vpcId": base.network.vpc_id,
     "estimatedMonthlyCostUsd": estimate.as_output(),
 }
+if cfg.budget is not None:
+    budget = Budget("budget", BudgetArgs(
+        budget_name=cfg.prefix, stack=cfg.stack, monthly_limit_usd=cfg.budget.monthly_limit_usd,
+        thresholds_percent=cfg.budget.thresholds_percent, emails=cfg.budget.emails,
+        sns_topic_arn=cfg.budget.sns_topic_arn, tags=cfg.tags()))
+    outputs["budgetName"] = budget.budget_name
 for key, value in outputs.items():
     pulumi.export(key, value)

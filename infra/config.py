@@ -155,6 +155,16 @@ class OperationsSettings:
 
 
 @dataclass(frozen=True)
+class BudgetSettings:
+    """A monthly AWS Budgets cost budget on the stack's tag and who its alerts reach (config `monthlyBudgetUsd`)."""
+
+    monthly_limit_usd: int
+    thresholds_percent: tuple[int, ...]
+    emails: tuple[str, ...]
+    sns_topic_arn: str
+
+
+@dataclass(frozen=True)
 class StackConfig:
     """Everything the program needs, validated once."""
 
@@ -172,6 +182,7 @@ class StackConfig:
     timeouts: Timeouts
     operations: OperationsSettings
     services: tuple[ModelService, ...]
+    budget: BudgetSettings | None = None
 
     @property
     def prefix(self) -> str:
@@ -221,6 +232,10 @@ DEFAULTS: dict[str, Any] = {
     "alarmEmail": "",
     "edgeRateLimit": False,
     "edgeRateLimitPerMinute": 6000,
+    "monthlyBudgetUsd": 0,
+    "budgetAlertThresholds": [50, 80, 100],
+    "budgetAlertEmails": [],
+    "budgetAlertTopicArn": "",
 }
 SERVICE_DEFAULTS: dict[str, Any] = {
     "modelRevision": "main",
@@ -460,6 +475,7 @@ def build_config(raw_values: Mapping[str, Any], *, project: str, stack: str, reg
             _int(raw, "requestTimeoutSeconds", "requestTimeoutSeconds", 1, MAX_REQUEST_TIMEOUT_SECONDS)
         ),
         services=_services(raw),
+        budget=_budget(raw),
     )
 
 
@@ -543,6 +559,37 @@ def _operations(raw: Mapping[str, Any]) -> OperationsSettings:
     )
 
 
+_TOPIC_RE = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")
+
+
+def _budget(raw: Mapping[str, Any]) -> BudgetSettings | None:
+    """The optional budget: off at 0; when on, 1 to 4 thresholds and at least one e-mail or SNS topic."""
+    limit = _int(raw, "monthlyBudgetUsd", "monthlyBudgetUsd", 0, 10_000_000)
+    thresholds = _list(raw, "budgetAlertThresholds")
+    emails = _list(raw, "budgetAlertEmails")
+    topic = str(raw["budgetAlertTopicArn"] or "")
+    for i, value in enumerate(thresholds):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
+            raise ConfigError(f"budgetAlertThresholds[{i}]", f"must be a percentage of the budget, 1 to 1000, "
+                              f"got {value!r}")
+    for i, email in enumerate(emails):
+        if not isinstance(email, str) or not _EMAIL_RE.match(email):
+            raise ConfigError(f"budgetAlertEmails[{i}]", f"must be an e-mail address, got {email!r}")
+    if topic and not _TOPIC_RE.match(topic):
+        raise ConfigError("budgetAlertTopicArn", f"must be an SNS topic ARN, got {topic!r}")
+    if not limit:
+        return None
+    # AWS Budgets: 5 notifications a budget (the thresholds plus one on the forecast), 10 e-mails a notification.
+    if not 1 <= len(set(thresholds)) <= 4:
+        raise ConfigError("budgetAlertThresholds", f"must list 1 to 4 percentages, got {thresholds!r}")
+    if len(emails) > 10:
+        raise ConfigError("budgetAlertEmails", f"AWS Budgets takes at most 10 addresses, got {len(emails)}")
+    if not emails and not topic:
+        raise ConfigError("monthlyBudgetUsd", "needs budgetAlertEmails or budgetAlertTopicArn: someone to alert")
+    return BudgetSettings(monthly_limit_usd=limit, thresholds_percent=tuple(sorted(set(thresholds))),
+                          emails=tuple(emails), sns_topic_arn=topic)
+
+
 # CloudWatch Logs accepts only these retention periods (PutRetentionPolicy API reference).
 _RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
                    3288, 3653)
@@ -556,7 +603,7 @@ def _retention(raw: Mapping[str, Any]) -> int:
 
 
 _STRUCTURED_KEYS = ("services", "apiPublicAccessCidrs", "clusterAdminArns", "nodeInstanceFamilies",
-                    "nodeInstanceCpus")
+                    "nodeInstanceCpus", "budgetAlertThresholds", "budgetAlertEmails")
 
 
 def load() -> StackConfig:

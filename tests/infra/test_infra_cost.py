@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from infra_program import ProgramRun
+from infra_mocks import plain
+from infra_program import REPO, ProgramRun, run_program
 
 from infra import cost
-from infra.config import build_config
+from infra.config import ConfigError, build_config
 from infra.eks.platform import HELM_RELEASES
 
 
@@ -95,3 +96,53 @@ def test_stack_exports_the_estimate(stack: str, request: pytest.FixtureRequest) 
     names = {item["name"] for item in exported["lineItems"]}
     assert {"nat-gateways", "redis", "load-balancer"} <= names
     assert ("eks-auto-mode-fee" in names) == stack.startswith("dev")
+
+
+def test_no_budget_unless_configured(dev: ProgramRun) -> None:
+    assert dev.of_type("aws:budgets/budget:Budget") == []
+    assert "budgetName" not in dev.outputs
+
+
+@pytest.mark.parametrize("stack", ["dev", "fargate"])
+def test_budget_alerts_at_each_threshold_and_on_the_forecast(stack: str) -> None:
+    run = run_program(stack, {"mlapi:monthlyBudgetUsd": "450", "mlapi:budgetAlertThresholds": "[80, 50]",
+                              "mlapi:budgetAlertEmails": '["ops@example.com"]',
+                              "mlapi:budgetAlertTopicArn": "arn:aws:sns:us-east-1:123456789012:billing"})
+    (budget,) = run.of_type("aws:budgets/budget:Budget")
+    inputs = plain(budget.inputs)
+    assert (inputs["budgetType"], inputs["timeUnit"], inputs["limitAmount"], inputs["limitUnit"]) == (
+        "COST", "MONTHLY", "450", "USD")
+    assert inputs["name"] == f"mlapi-{stack}"
+    assert inputs["costFilters"] == [{"name": "TagKeyValue", "values": [f"user:stack${stack}"]}]
+    assert [(n["notificationType"], n["threshold"]) for n in inputs["notifications"]] == [
+        ("ACTUAL", 50), ("ACTUAL", 80), ("FORECASTED", 100)]
+    for notification in inputs["notifications"]:
+        assert notification["subscriberEmailAddresses"] == ["ops@example.com"]
+        assert notification["subscriberSnsTopicArns"] == ["arn:aws:sns:us-east-1:123456789012:billing"]
+        assert (notification["comparisonOperator"], notification["thresholdType"]) == ("GREATER_THAN", "PERCENTAGE")
+    assert budget.inputs["tags"]["stack"] == stack
+    assert run.outputs["budgetName"] == f"mlapi-{stack}"
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    ({"monthlyBudgetUsd": 100}, "mlapi:monthlyBudgetUsd"),
+    ({"monthlyBudgetUsd": 100, "budgetAlertEmails": ["not-an-address"]}, "mlapi:budgetAlertEmails[0]"),
+    ({"monthlyBudgetUsd": 100, "budgetAlertEmails": ["a@b.co"], "budgetAlertThresholds": [10, 20, 30, 40, 50]},
+     "mlapi:budgetAlertThresholds"),
+    ({"budgetAlertThresholds": [0]}, "mlapi:budgetAlertThresholds[0]"),
+    ({"budgetAlertTopicArn": "billing"}, "mlapi:budgetAlertTopicArn"),
+    ({"monthlyBudgetUsd": -5}, "mlapi:monthlyBudgetUsd"),
+])
+def test_bad_budget_config_names_its_key(dev_raw: dict[str, Any], overrides: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_config({**dev_raw, **overrides}, project="mlapi", stack="dev", region="us-east-1")
+    assert caught.value.key == key
+
+
+def test_deploy_doc_totals_are_the_estimates_of_the_defaults(dev_raw: dict[str, Any]) -> None:
+    doc = (REPO / "docs" / "deploy.md").read_text()
+    (row,) = [line for line in doc.splitlines() if line.startswith("| **total**")]
+    totals = [cell.strip(" *") for cell in row.split("|")[2:-1]]
+    dev = _estimate(dev_raw).as_output()
+    fargate = _estimate(dev_raw, platform="fargate", apiPublicAccessCidrs=[]).as_output()
+    assert totals == [f"{v:.2f}" for v in (dev["minimum"], dev["maximum"], fargate["minimum"], fargate["maximum"])]
