@@ -6,6 +6,8 @@ and cache failures without parsing logs.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -13,6 +15,11 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 PRIMED_STATUSES = ("200", "422", "500", "503")
 CACHE_OPS = ("predict", "embed")
+# The label of texts from no key, or from keys past the label cap: one series, however many clients.
+OTHER_KEY = "other"
+KEY_SOURCES = ("computed", "cached")
+# Most key names given their own series; the keys file is written by operators, so this is a backstop.
+MAX_KEY_LABELS = 100
 # Why a request was refused with 503: the queue was full, the model is not loaded, or the server is stopping.
 REJECT_REASONS = ("queue_full", "deadline", "too_many_tokens", "not_ready", "shutting_down")
 
@@ -60,6 +67,12 @@ class Metrics:
         )
         self.rejected = Counter("mlapi_rejected_total", "Requests refused to protect the server", ["reason"],
                                 registry=r)
+        # What each client costs: texts the model computed (node or task time) and texts the cache answered.
+        self.key_texts = Counter(
+            "mlapi_key_texts_total", "Texts answered per API key, computed by the model or from the cache",
+            ["key", "source"], registry=r,
+        )
+        self._key_labels: set[str] = set()
         self.cache_circuit_open = Gauge(
             "mlapi_cache_circuit_open", "1 while Redis is skipped after a failure (health reports degraded)", registry=r
         )
@@ -79,6 +92,27 @@ class Metrics:
         self.cache_errors.labels(kind="skipped")
         for reason in REJECT_REASONS:
             self.rejected.labels(reason=reason)
+        self.prime_keys(())
+
+    def prime_keys(self, names: Iterable[str]) -> None:
+        """Give the keys file's names their own series (at 0), up to MAX_KEY_LABELS; later names fold into
+        OTHER_KEY, so a client cannot grow the label set."""
+        for name in (OTHER_KEY, *names):
+            if name not in self._key_labels and len(self._key_labels) <= MAX_KEY_LABELS:
+                self._key_labels.add(name)
+            if name in self._key_labels:
+                for source in KEY_SOURCES:
+                    self.key_texts.labels(key=name, source=source)
+
+    def count_key_texts(self, key: str | None, cached: Iterable[bool]) -> None:
+        """Count one answer's texts for `key` (None: no key), split into computed and cached."""
+        flags = list(cached)
+        hits = sum(flags)
+        if key is not None:
+            self.prime_keys((key,))  # a key added to the file since start
+        label = key if key is not None and key in self._key_labels else OTHER_KEY
+        self.key_texts.labels(key=label, source="cached").inc(hits)
+        self.key_texts.labels(key=label, source="computed").inc(len(flags) - hits)
 
     def prime_backend(self, backend: str, max_queue: int) -> None:
         """Create one backend's series at 0 and publish its queue limit."""

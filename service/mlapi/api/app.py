@@ -67,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     metrics.prime(settings.path_prefix)
     access = AccessControl(settings, metrics.registry)  # closed by the lifespan below
+    if access.keys is not None:
+        metrics.prime_keys(key.name for key in access.keys.keys)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

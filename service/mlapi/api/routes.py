@@ -21,6 +21,7 @@ from mlapi.api.schemas import (
     build_request_models,
 )
 from mlapi.api.seed_infer import add_seed_infer_routes
+from mlapi.auth.access import key_name
 from mlapi.engine.predictor import Predictor
 from mlapi.errors import error_body
 from mlapi.metrics import Metrics
@@ -85,6 +86,7 @@ def build_router(settings: Settings, prefix: str = "") -> APIRouter:
         metrics.texts.labels(route="predict").inc(len(texts))
         # Already-serialised JSON (see Predictor.predict); the response model documents its shape.
         prediction = await predictor.predict(texts, backend, tenant_of(request))
+        metrics.count_key_texts(key_name(tenant_of(request)), prediction.cached)
         headers = cache_headers(prediction.cached, settings.cache_headers_enabled)
         return Response(prediction.body, media_type="application/json", headers=headers)
 
@@ -102,6 +104,7 @@ def build_router(settings: Settings, prefix: str = "") -> APIRouter:
         request = cast(QueryRequest, body)
         metrics.texts.labels(route="query").inc(1 + len(request.labels))
         answer = await predictor.query(request.sentence, request.labels, backend, tenant_of(http))
+        metrics.count_key_texts(key_name(tenant_of(http)), answer.cached)
         response.headers.update(cache_headers(answer.cached, settings.cache_headers_enabled))
         return QueryResponse.model_validate({"label": answer.label, "scores": answer.scores})
 

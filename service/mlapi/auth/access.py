@@ -36,6 +36,12 @@ OPEN_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _REALM = 'realm="mlapi"'
 
 
+def key_name(tenant: str) -> str | None:
+    """The API key's name in a tenant identity from `AccessControl.authenticate` (`key:<name>`), or None for a
+    client known only by its address (no keys configured)."""
+    return tenant[4:] if tenant.startswith("key:") else None
+
+
 class ClientGone(Exception):
     """The client disconnected before it finished sending its body: there is nobody to answer."""
 
