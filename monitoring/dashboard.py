@@ -132,6 +132,15 @@ ROWS: list[tuple[str, list[Chart]]] = [
                   "{{pod}}"),
         ]),
     ]),
+    ("Cost", [
+        Chart("Cost per 1,000 predictions",
+              "USD per 1,000 texts answered, per service and per API key: the pods' CPU requests at the vCPU-hour "
+              "price of the NodePool (mlapi:vcpu_hour_usd, from infra/cost.py), a key charged its share of the "
+              "texts the model computed (recording rules in monitoring/prometheus/alerts.yaml).", "currencyUSD", [
+                  Query(f"mlapi:service_cost_usd_per_1000_predictions{{{MLAPI}}}", "{{job}}"),
+                  Query(f"mlapi:key_cost_usd_per_1000_predictions{{{MLAPI}}}", "{{job}} key {{key}}"),
+              ]),
+    ]),
 ]
 
 

@@ -26,6 +26,13 @@ KUBERNETES_ONLY = {
     "kube_horizontalpodautoscaler_status_desired_replicas",
     "kube_horizontalpodautoscaler_spec_max_replicas",
     "container_cpu_usage_seconds_total",
+    "kube_pod_container_resource_requests",
+}
+# Recording rules (alerts.yaml, group mlapi.cost) computed from those series: Kubernetes-only as well.
+RECORDED_FROM_KUBERNETES = {
+    "mlapi:service_cost_usd_per_hour",
+    "mlapi:service_cost_usd_per_1000_predictions",
+    "mlapi:key_cost_usd_per_1000_predictions",
 }
 
 # An alert's expression is `<signal> <comparison> <threshold>`.
@@ -54,6 +61,12 @@ def alert_rules() -> list[dict[str, Any]]:
     return [rule for group in groups for rule in group["rules"] if "alert" in rule]
 
 
+def recording_rules() -> list[dict[str, Any]]:
+    """Every recording rule in alerts.yaml."""
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    return [rule for group in groups for rule in group["rules"] if "record" in rule]
+
+
 def alert_as_bool(expr: str) -> str:
     """The alert expression with its comparison as `bool`: a 0/1 sample for every series the signal has."""
     match = _ALERT_FORM.match(" ".join(expr.split()))
@@ -63,7 +76,7 @@ def alert_as_bool(expr: str) -> str:
 
 def is_kubernetes_only(expr: str) -> bool:
     """True when the expression reads a series only a cluster publishes."""
-    return any(re.search(rf"\b{name}\b", expr) for name in KUBERNETES_ONLY)
+    return any(re.search(rf"\b{name}\b", expr) for name in KUBERNETES_ONLY | RECORDED_FROM_KUBERNETES)
 
 
 def promtool_tests() -> list[dict[str, Any]]:

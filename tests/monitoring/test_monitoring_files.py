@@ -19,6 +19,7 @@ from monitoring_files import (
     dashboard_expressions,
     is_kubernetes_only,
     promtool_tests,
+    recording_rules,
     substitute,
 )
 
@@ -67,7 +68,7 @@ def test_substitute_replaces_every_variable() -> None:
 def test_promtool_check_rules_passes() -> None:
     done = subprocess.run([_promtool(), "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"SUCCESS: {len(alert_rules())} rules found" in done.stdout
+    assert f"SUCCESS: {len(alert_rules()) + len(recording_rules())} rules found" in done.stdout
 
 
 def test_promtool_unit_tests_pass() -> None:
@@ -93,7 +94,7 @@ def test_every_alert_is_tested_firing_and_quiet() -> None:
 def test_every_kubernetes_only_dashboard_query_has_a_promtool_test() -> None:
     tested = {" ".join(t["expr"].split()) for case in promtool_tests() for t in case.get("promql_expr_test", [])}
     kubernetes = {" ".join(e.split()) for e in dashboard_expressions() if is_kubernetes_only(e)}
-    assert len(kubernetes) == 4
+    assert len(kubernetes) == 6
     assert kubernetes <= tested, kubernetes - tested
 
 
