@@ -195,6 +195,16 @@ def eks_estimate(cfg: StackConfig, releases: list[str], prices: PriceTable) -> E
     return Estimate(cfg.region, tuple(items), usage, tuple(warnings))
 
 
+def vcpu_hour_usd(cfg: StackConfig) -> float | None:
+    """USD a vCPU-hour of an EKS node costs with the Auto Mode fee, at the cheapest listed family (Karpenter
+    launches the cheapest instance that fits); None where the table has no price. The cost recording rule uses it."""
+    prices = PRICES.get(cfg.region)
+    if prices is None:
+        return None
+    rates = [prices.ec2_vcpu_hour[f] for f in cfg.cluster.instance_families if f in prices.ec2_vcpu_hour]
+    return min(rates) * (1 + prices.auto_mode_fee_fraction) if rates else None
+
+
 def fargate_task_hour(cpu_units: int, memory_mib: int, prices: PriceTable) -> float:
     """USD an hour of one Fargate task of `cpu_units` (1024 = 1 vCPU) and `memory_mib`."""
     return cpu_units / 1024 * prices.fargate_vcpu_hour + memory_mib / 1024 * prices.fargate_gb_hour

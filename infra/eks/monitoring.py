@@ -75,6 +75,8 @@ class MonitoringArgs:
     app_port: int
     provider: k8s.Provider
     depends_on: list[pulumi.Resource]
+    # USD per vCPU-hour the cost rules price pods at (infra/cost.py); None keeps the rule file's value.
+    vcpu_hour_usd: float | None = None
 
 
 def chart_values(admin_secret: str) -> dict[str, Any]:
@@ -151,6 +153,20 @@ def rule_groups(alerts_file: Path) -> list[dict[str, Any]]:
     return groups
 
 
+PRICE_RULE = "mlapi:vcpu_hour_usd"
+
+
+def with_vcpu_price(groups: list[dict[str, Any]], usd: float | None) -> list[dict[str, Any]]:
+    """The rule groups with the `mlapi:vcpu_hour_usd` recording rule set to `usd` (None: unchanged)."""
+    if usd is None:
+        return groups
+    return [
+        {**group, "rules": [{**rule, "expr": f"vector({usd:.6g})"} if rule.get("record") == PRICE_RULE else rule
+                            for rule in group["rules"]]}
+        for group in groups
+    ]
+
+
 def dashboard_json(dashboard_file: Path) -> str:
     """The dashboard as compact JSON, checked to parse and to carry a uid (Grafana keys imports by uid)."""
     dashboard = json.loads(dashboard_file.read_text())
@@ -178,7 +194,7 @@ class Monitoring(pulumi.ComponentResource):
     def __init__(self, name: str, args: MonitoringArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlapi:monitoring:Monitoring", name, None, opts)
         # Read the files first: a missing or malformed one fails the preview before anything is declared.
-        groups = rule_groups(args.alerts_file)
+        groups = with_vcpu_price(rule_groups(args.alerts_file), args.vcpu_hour_usd)
         dashboard = dashboard_json(args.dashboard_file)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=args.depends_on)
 

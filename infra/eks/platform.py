@@ -8,6 +8,7 @@ from typing import Any
 
 import pulumi
 
+from infra import cost
 from infra.capacity import capacity_problems
 from infra.config import PROJECT_ROOT, ConfigError, StackConfig
 from infra.eks.cluster import Cluster, ClusterArgs
@@ -143,6 +144,7 @@ def _operate_eks(cfg: StackConfig, cluster: Cluster, workloads: Workloads, mesh:
             app_port=CONTAINER_PORT,
             provider=cluster.provider,
             depends_on=cluster.ready,
+            vcpu_hour_usd=cost.vcpu_hour_usd(cfg),
         ),
     )
     GatewayEdge(

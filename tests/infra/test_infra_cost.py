@@ -146,3 +146,23 @@ def test_deploy_doc_totals_are_the_estimates_of_the_defaults(dev_raw: dict[str, 
     dev = _estimate(dev_raw).as_output()
     fargate = _estimate(dev_raw, platform="fargate", apiPublicAccessCidrs=[]).as_output()
     assert totals == [f"{v:.2f}" for v in (dev["minimum"], dev["maximum"], fargate["minimum"], fargate["maximum"])]
+
+
+def _price_rule(run: ProgramRun) -> str:
+    (rules,) = [plain(r.inputs) for r in run.resources if r.inputs.get("kind") == "PrometheusRule"]
+    (price,) = [rule for group in rules["spec"]["groups"] for rule in group["rules"]
+                if rule.get("record") == "mlapi:vcpu_hour_usd"]
+    return str(price["expr"])
+
+
+def test_cost_rule_prices_a_vcpu_hour_from_the_stack(dev: ProgramRun, dev_raw: dict[str, Any]) -> None:
+    # Cheapest listed family c6i at $0.0425 per vCPU-hour, plus the 12% Auto Mode fee.
+    assert _price_rule(dev) == "vector(0.0476)"
+    cfg = build_config({**dev_raw, "nodeInstanceFamilies": ["m7i"]}, project="mlapi", stack="dev", region="us-west-2")
+    assert cost.vcpu_hour_usd(cfg) == pytest.approx(0.0504 * 1.12)
+    assert cost.vcpu_hour_usd(build_config(dev_raw, project="mlapi", stack="dev", region="sa-east-1")) is None
+
+
+def test_cost_rule_price_follows_node_families() -> None:
+    run = run_program("dev", {"mlapi:nodeInstanceFamilies": '["m7i"]'})
+    assert _price_rule(run) == "vector(0.056448)"
