@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from infra.capacity import PodRequests, cluster_requests, load_at_max, smallest_node
-from infra.config import StackConfig
+from infra.config import ModelService, StackConfig
 
 HOURS_PER_MONTH = 730  # the convention of the AWS Pricing Calculator
 PRICES_AS_OF = "2026-12-01"
@@ -208,6 +208,14 @@ def vcpu_hour_usd(cfg: StackConfig) -> float | None:
 def fargate_task_hour(cpu_units: int, memory_mib: int, prices: PriceTable) -> float:
     """USD an hour of one Fargate task of `cpu_units` (1024 = 1 vCPU) and `memory_mib`."""
     return cpu_units / 1024 * prices.fargate_vcpu_hour + memory_mib / 1024 * prices.fargate_gb_hour
+
+
+def fargate_task_usd(cfg: StackConfig, svc: ModelService) -> float | None:
+    """USD an hour of one of `svc`'s Fargate tasks in the stack's region; None where the table has no price."""
+    from infra.fargate.ecs_service import fargate_size
+
+    prices = PRICES.get(cfg.region)
+    return fargate_task_hour(*fargate_size(svc.cpu_millicores, svc.memory_mib), prices) if prices else None
 
 
 def fargate_estimate(cfg: StackConfig, prices: PriceTable) -> Estimate:

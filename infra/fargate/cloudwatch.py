@@ -64,6 +64,8 @@ class ServiceMetrics:
     target_group: pulumi.Input[str]
     ecs_service: pulumi.Input[str]
     max_tasks: int
+    # USD an hour of one task (infra/cost.py); None leaves the service out of the cost widget.
+    task_hour_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class _Resolved:
     name: str
     target_group: str
     ecs_service: str
+    task_hour_usd: float | None = None
 
 
 def _widget(title: str, metrics: list[list[Any]], region: str, position: tuple[int, int],
@@ -148,7 +151,28 @@ def dashboard_body(region: str, load_balancer: str, cluster: str, services: list
         _widget("Desired tasks", per_service("ECS/ContainerInsights", "DesiredTaskCount"), region, (12, 18),
                 stat="Average"),
     ]
+    cost = _cost_rows(alb, load_balancer, cluster, services)
+    if cost:
+        widgets.append(_widget("Cost per 1,000 requests (USD)", cost, region, (0, 24), unit_label="USD"))
     return {"start": "-PT3H", "periodOverride": "inherit", "widgets": widgets}
+
+
+def _cost_rows(alb: str, load_balancer: str, cluster: str, services: list[_Resolved]) -> list[list[Any]]:
+    """Metric math per service: running tasks x task price over the period, per 1,000 ALB requests in it.
+
+    mlapi's own per-key text counts are Prometheus metrics, which the Fargate platform does not collect, so this
+    is per service and per request (a request carries up to MLAPI_MAX_BATCH texts)."""
+    rows: list[list[Any]] = []
+    for i, s in enumerate(services):
+        if s.task_hour_usd is None:
+            continue
+        rows.append(["ECS/ContainerInsights", "RunningTaskCount", "ClusterName", cluster, "ServiceName", s.ecs_service,
+                     {"id": f"tasks{i}", "stat": "Average", "visible": False}])
+        rows.append([alb, "RequestCount", "LoadBalancer", load_balancer, "TargetGroup", s.target_group,
+                     {"id": f"requests{i}", "stat": "Sum", "visible": False}])
+        expression = f"tasks{i} * {s.task_hour_usd:.6g} * PERIOD(tasks{i}) / 3600 / requests{i} * 1000"
+        rows.append([{"id": f"cost{i}", "label": s.name, "expression": expression}])
+    return rows
 
 
 def _dimensions_tg(load_balancer: pulumi.Input[str], target_group: pulumi.Input[str]) -> dict[str, Any]:
@@ -191,6 +215,7 @@ class CloudWatchMonitoring(pulumi.ComponentResource):
             self.alarm_topic_arn = topic.arn
 
         names = [s.name for s in args.services]
+        prices = [s.task_hour_usd for s in args.services]
         body = pulumi.Output.all(
             args.load_balancer,
             args.cluster_name,
@@ -200,7 +225,7 @@ class CloudWatchMonitoring(pulumi.ComponentResource):
             lambda v: json.dumps(
                 dashboard_body(
                     args.region, v[0], v[1],
-                    [_Resolved(n, tg, svc) for n, tg, svc in zip(names, v[2], v[3], strict=True)],
+                    [_Resolved(n, tg, svc, p) for n, tg, svc, p in zip(names, v[2], v[3], prices, strict=True)],
                 )
             )
         )

@@ -7,6 +7,7 @@ from typing import Any
 
 import pulumi
 
+from infra import cost
 from infra.config import StackConfig
 from infra.fargate.cloudwatch import CloudWatchArgs, CloudWatchMonitoring, ServiceMetrics
 from infra.fargate.ecs_cluster import EcsCluster, EcsClusterArgs
@@ -87,7 +88,8 @@ def deploy_fargate(cfg: StackConfig, base: Foundation) -> dict[str, Any]:
             opts=pulumi.ResourceOptions(depends_on=[logs]),
         )
         services.append(ServiceMetrics(name=svc.name, target_group=service.target_group_arn_suffix,
-                                       ecs_service=service.service_name, max_tasks=svc.max_replicas))
+                                       ecs_service=service.service_name, max_tasks=svc.max_replicas,
+                                       task_hour_usd=cost.fargate_task_usd(cfg, svc)))
     CloudWatchMonitoring(
         "cloudwatch",
         CloudWatchArgs(dashboard_name=cfg.prefix, region=cfg.region, load_balancer=alb.arn_suffix,

@@ -23,7 +23,7 @@ LB = "app/mlapi-fargate/0123456789abcdef"
 CLUSTER = "mlapi-fargate"
 SERVICES = [
     ServiceMetrics(name="sentiment", target_group="targetgroup/mlapi-fargate-sentiment/aaa", ecs_service="sentiment",
-                   max_tasks=6),
+                   max_tasks=6, task_hour_usd=0.04937),
     ServiceMetrics(name="semantic", target_group="targetgroup/mlapi-fargate-semantic/bbb", ecs_service="semantic",
                    max_tasks=4),
 ]
@@ -72,6 +72,8 @@ def metric_rows(body: dict[str, Any]) -> list[tuple[str, str, dict[str, str]]]:
     for widget in body["widgets"]:
         for row in widget["properties"]["metrics"]:
             fields = [f for f in row if not isinstance(f, dict)]
+            if not fields:  # a metric-math expression over the rows around it
+                continue
             namespace, metric, pairs = fields[0], fields[1], fields[2:]
             rows.append((namespace, metric, dict(zip(pairs[::2], pairs[1::2], strict=True))))
     return rows
@@ -225,3 +227,18 @@ def test_alarm_runbook_links_name_sections_of_operations_doc(quiet: list[Recorde
     linked = {a for alarm in alarms(quiet).values()
               for a in re.findall(r"docs/operations\.md#(\w+)", alarm.get("alarmDescription", ""))}
     assert linked and linked <= headings
+
+
+def test_cost_widget_prices_running_tasks_per_thousand_requests(quiet: list[Recorded]) -> None:
+    (widget,) = [w for w in body_of(quiet)["widgets"] if w["properties"]["title"].startswith("Cost per 1,000")]
+    rows = widget["properties"]["metrics"]
+    # Only the priced service: 1 vCPU / 2 GB at $0.04048 + 2 x $0.004445 an hour.
+    expressions = [row[0] for row in rows if len(row) == 1]
+    assert expressions == [{"id": "cost0", "label": "sentiment",
+                            "expression": "tasks0 * 0.04937 * PERIOD(tasks0) / 3600 / requests0 * 1000"}]
+    inputs = {row[-1]["id"]: row[:-1] for row in rows if len(row) > 1}
+    assert inputs == {
+        "tasks0": ["ECS/ContainerInsights", "RunningTaskCount", "ClusterName", CLUSTER, "ServiceName", "sentiment"],
+        "requests0": ["AWS/ApplicationELB", "RequestCount", "LoadBalancer", LB, "TargetGroup",
+                      "targetgroup/mlapi-fargate-sentiment/aaa"],
+    }
