@@ -30,8 +30,8 @@ def test_dev_pods_read_keys_file_from_mounted_secret(dev: ProgramRun) -> None:
 def test_dev_monitoring_uses_the_repository_files(dev: ProgramRun) -> None:
     rule = plain(dev.one("kubernetes:monitoring.coreos.com/v1:PrometheusRule").inputs)
     groups = yaml.safe_load((REPO / "monitoring" / "prometheus" / "alerts.yaml").read_text())["groups"]
-    assert rule["spec"]["groups"] == groups
-    alerts = {r["alert"] for g in groups for r in g["rules"]}
+    assert rule["spec"]["groups"] == groups  # at the defaults, the stack's vCPU price is the file's
+    alerts = {r["alert"] for g in groups for r in g["rules"] if "alert" in r}
     assert {"MlapiPodsNotReady", "MlapiHpaAtMax"} <= alerts  # kube-state-metrics series: the chart keeps it on
     dashboard = plain(dev.one("kubernetes:core/v1:ConfigMap", "monitoring-dashboard").inputs)
     assert json.loads(dashboard["data"]["mlapi.json"]) == json.loads(
@@ -70,7 +70,8 @@ def test_dev_edge_rate_limit_flag_adds_envoy_filter() -> None:
 
 def test_fargate_alarms_and_dashboard_name_the_stack_resources(fargate: ProgramRun) -> None:
     body = json.loads(fargate.one("aws:cloudwatch/dashboard:Dashboard").inputs["dashboardBody"])
-    lb = {row[3] for w in body["widgets"] for row in w["properties"]["metrics"] if row[2] == "LoadBalancer"}
+    rows = [row for w in body["widgets"] for row in w["properties"]["metrics"] if len(row) > 3]  # not metric math
+    lb = {row[3] for row in rows if row[2] == "LoadBalancer"}
     assert lb == {"app/mlapi-fargate/abc"}
     tgs = {row[5] for w in body["widgets"] for row in w["properties"]["metrics"] if row[4:5] == ["TargetGroup"]}
     assert tgs == {"targetgroup/mlapi-fargate-sentiment/def", "targetgroup/mlapi-fargate-semantic/def"}
