@@ -3,10 +3,7 @@ Redis address, echoed input, and whether someone else already sent a text."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -15,24 +12,13 @@ from pathlib import Path
 from mlapi.auth.keys import NO_KEYS_LINE, KeyStore, generate_key, key_line
 
 
-def test_x_forwarded_for_from_loopback_does_not_pick_the_rate_limited_address(minilm_dir, unused_port) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLAPI_") and k != "FORWARDED_ALLOW_IPS"}
-    env.update(MLAPI_RATE_LIMIT_REQUESTS="1", MLAPI_RATE_LIMIT_BURST_SECONDS="4")  # 4 requests, then 1 a second
-    process = subprocess.Popen([sys.executable, "-m", "mlapi", "serve", "--model-dir", str(minilm_dir), "--port",
-                                str(unused_port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{unused_port}"
+def test_x_forwarded_for_from_loopback_does_not_pick_the_rate_limited_address(minilm_dir, live_server) -> None:
+    # 4 requests, then 1 a second
+    server = live_server(minilm_dir, MLAPI_RATE_LIMIT_REQUESTS="1", MLAPI_RATE_LIMIT_BURST_SECONDS="4")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and process.poll() is None
-                time.sleep(0.2)
         statuses = []
         for i in range(12):
-            request = urllib.request.Request(f"{base}/predict", data=b'{"text": ["hi"]}', method="POST",
+            request = urllib.request.Request(f"{server.base}/predict", data=b'{"text": ["hi"]}', method="POST",
                                              headers={"X-Forwarded-For": f"203.0.113.{i}"})
             try:
                 statuses.append(urllib.request.urlopen(request, timeout=10).status)
@@ -41,8 +27,7 @@ def test_x_forwarded_for_from_loopback_does_not_pick_the_rate_limited_address(mi
         # Twelve requests in a few seconds from one address: 4 of burst plus what refills meanwhile, not 12.
         assert statuses.count(200) <= 7 and statuses.count(429) >= 5, statuses
     finally:
-        process.terminate()
-        process.wait(timeout=60)
+        server.stop()
 
 
 def test_an_emptied_keys_file_keeps_the_last_table_unless_it_says_no_keys(tmp_path: Path) -> None:

@@ -4,12 +4,7 @@ neighbours, and while other clients' requests share its passes."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,29 +23,10 @@ def _predict(base: str, texts: list[str]) -> list[list[dict[str, object]]]:
 
 
 @pytest.fixture(scope="module")
-def server(minilm_dir, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = (tmp_path_factory.mktemp("invariance") / "serve.log").open("wb")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLAPI_")}
-    env.update(MLAPI_CACHE_ENABLED="false", MLAPI_BATCH_WAIT_MS="2", TOKENIZERS_PARALLELISM="false")
-    process = subprocess.Popen([sys.executable, "-m", "mlapi", "serve", "--model-dir", str(minilm_dir),
-                                "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-    yield base
-    process.terminate()
-    process.wait(timeout=60)
+def server(minilm_dir, live_server):  # type: ignore[no-untyped-def]
+    running = live_server(minilm_dir, MLAPI_CACHE_ENABLED="false", MLAPI_BATCH_WAIT_MS="2")
+    yield running.base
+    running.stop()
 
 
 def test_each_text_answers_the_same_in_any_request_and_under_concurrency(server: str) -> None:

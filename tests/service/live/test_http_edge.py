@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,25 +17,11 @@ MAX_CONNECTIONS = 20
 
 
 @pytest.fixture(scope="module")
-def server(minilm_dir) -> Iterator[int]:  # type: ignore[no-untyped-def]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLAPI_")}
-    env.update(MLAPI_HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT), MLAPI_MAX_CONNECTIONS=str(MAX_CONNECTIONS))
-    process = subprocess.Popen([sys.executable, "-m", "mlapi", "serve", "--model-dir", str(minilm_dir), "--port",
-                                str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            break
-        except OSError:
-            assert time.monotonic() < deadline and process.poll() is None
-            time.sleep(0.2)
-    yield port
-    process.terminate()
-    process.wait(timeout=60)
+def server(minilm_dir, live_server) -> Iterator[int]:  # type: ignore[no-untyped-def]
+    running = live_server(minilm_dir, MLAPI_HEADER_TIMEOUT_SECONDS=str(HEADER_TIMEOUT),
+                          MLAPI_MAX_CONNECTIONS=str(MAX_CONNECTIONS))
+    yield running.port
+    running.stop()
 
 
 def _status(port: int) -> int:

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -45,30 +42,17 @@ def _post(url: str, body: bytes, key: str, timeout: float = 60) -> tuple[int, fl
         return 0, time.monotonic() - started
 
 
-def test_a_flood_of_the_largest_requests_leaves_the_light_tenant_served(minilm_dir, tmp_path: Path) -> None:
+def test_a_flood_of_the_largest_requests_leaves_the_light_tenant_served(minilm_dir, live_server, tmp_path: Path
+                                                                       ) -> None:
     heavy_key, light_key = generate_key(), generate_key()
     keys = tmp_path / "keys.txt"
     keys.write_text(f"{key_line('heavy', heavy_key)}\n{key_line('light', light_key)}\n")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLAPI_")}
-    env.update(MLAPI_API_KEYS_FILE=str(keys), MLAPI_CACHE_ENABLED="false", TOKENIZERS_PARALLELISM="false")
-    process = subprocess.Popen([sys.executable, "-m", "mlapi", "serve", "--model-dir", str(minilm_dir), "--port",
-                                str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/predict"
+    server = live_server(minilm_dir, MLAPI_API_KEYS_FILE=str(keys), MLAPI_CACHE_ENABLED="false")
+    url = f"{server.base}/predict"
     heavy: list[tuple[int, float]] = []
     light: list[tuple[int, float]] = []
     stop = threading.Event()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and process.poll() is None
-                time.sleep(0.2)
 
         def flood(worker: int) -> None:
             n = 0
@@ -90,8 +74,7 @@ def test_a_flood_of_the_largest_requests_leaves_the_light_tenant_served(minilm_d
             time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
     finally:
         stop.set()
-        process.kill()  # the flood's queued texts are of no interest here; a graceful stop would compute them
-        process.wait(timeout=60)
+        server.stop(graceful=False)  # the flood's queued texts are of no interest; a graceful stop computes them
     latencies = sorted(seconds for _, seconds in light)
     report = {"light_statuses": [s for s, _ in light], "light_p50_s": latencies[len(latencies) // 2],
               "light_max_s": latencies[-1], "heavy_statuses": [s for s, _ in heavy],
