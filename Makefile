@@ -54,6 +54,7 @@ test: $(VENV)/.dev-ready $(TOOLS)/bin/checkov lint
 ## bench: mlapi against a seed-style server on a DistilBERT-base-sized model, k6-driven; writes load/results/
 bench: $(VENV)/.dev-ready
 	$(PY) load/bench.py $(BENCH_ARGS)
+	$(PY) load/bench_noisy.py
 
 ## dashboard: regenerate monitoring/grafana/mlapi.json from monitoring/dashboard.py (a test fails while it is stale)
 dashboard: $(VENV)/.dev-ready
