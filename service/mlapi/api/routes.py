@@ -21,7 +21,7 @@ from mlapi.api.schemas import (
     build_request_models,
 )
 from mlapi.api.seed_infer import add_seed_infer_routes
-from mlapi.auth.access import key_name
+from mlapi.auth.access import key_name, tenant_of
 from mlapi.engine.predictor import Predictor
 from mlapi.errors import error_body
 from mlapi.metrics import Metrics
@@ -66,11 +66,6 @@ _NOT_READY = {
 PREDICT_ALIASES = ("/bulk-predict", "/project-predict")
 
 
-def tenant_of(request: Request) -> str:
-    """Who the request is for (an API key's or a client address's name, set by the access middleware)."""
-    return str(getattr(request.state, "tenant", ""))
-
-
 def build_router(settings: Settings, prefix: str = "") -> APIRouter:
     """All routes under `prefix` (the app builds them under MLAPI_PATH_PREFIX and at the root)."""
     predict_request, query_request = build_request_models(settings)
@@ -85,8 +80,9 @@ def build_router(settings: Settings, prefix: str = "") -> APIRouter:
         texts = cast(PredictRequest, body).text
         metrics.texts.labels(route="predict").inc(len(texts))
         # Already-serialised JSON (see Predictor.predict); the response model documents its shape.
-        prediction = await predictor.predict(texts, backend, tenant_of(request))
-        metrics.count_key_texts(key_name(tenant_of(request)), prediction.cached)
+        tenant = tenant_of(request)
+        prediction = await predictor.predict(texts, backend, tenant)
+        metrics.count_key_texts(key_name(tenant), prediction.cached)
         headers = cache_headers(prediction.cached, settings.cache_headers_enabled)
         return Response(prediction.body, media_type="application/json", headers=headers)
 
@@ -103,8 +99,9 @@ def build_router(settings: Settings, prefix: str = "") -> APIRouter:
     ) -> QueryResponse:
         request = cast(QueryRequest, body)
         metrics.texts.labels(route="query").inc(1 + len(request.labels))
-        answer = await predictor.query(request.sentence, request.labels, backend, tenant_of(http))
-        metrics.count_key_texts(key_name(tenant_of(http)), answer.cached)
+        tenant = tenant_of(http)
+        answer = await predictor.query(request.sentence, request.labels, backend, tenant)
+        metrics.count_key_texts(key_name(tenant), answer.cached)
         response.headers.update(cache_headers(answer.cached, settings.cache_headers_enabled))
         return QueryResponse.model_validate({"label": answer.label, "scores": answer.scores})
 

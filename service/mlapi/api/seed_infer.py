@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_mod
 
 from mlapi.api.request_stats import cache_headers
 from mlapi.api.schemas import LabelScore
-from mlapi.auth.access import key_name
+from mlapi.auth.access import key_name, tenant_of
 from mlapi.engine.predictor import Predictor
 from mlapi.errors import UnsupportedTask
 from mlapi.metrics import Metrics
@@ -59,7 +59,7 @@ async def _top(request: Request, response: Response, text: str, backend: str) ->
     predictor: Predictor = request.app.state.predictor
     metrics: Metrics = request.app.state.metrics
     metrics.texts.labels(route="infer").inc()
-    tenant = str(getattr(request.state, "tenant", ""))
+    tenant = tenant_of(request)
     prediction = await predictor.predict([text], backend, tenant)
     metrics.count_key_texts(key_name(tenant), prediction.cached)
     response.headers.update(cache_headers(prediction.cached, request.app.state.settings.cache_headers_enabled))

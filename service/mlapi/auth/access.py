@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from prometheus_client import Counter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,6 +34,11 @@ from mlapi.settings import Settings
 
 OPEN_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _REALM = 'realm="mlapi"'
+
+
+def tenant_of(request: Request) -> str:
+    """Who the request is for: the identity this middleware set (`key:<name>` or `addr:<ip>`), else ""."""
+    return str(getattr(request.state, "tenant", ""))
 
 
 def key_name(tenant: str) -> str | None:

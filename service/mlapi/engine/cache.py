@@ -16,7 +16,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from redis import asyncio as aioredis
@@ -35,11 +35,19 @@ def cache_key(prefix: str, model_key: str, op: str, text: str) -> str:
     return f"{prefix}::{model_key}:{digest}"
 
 
+# Whether a value read back from a shared store is one this server could have produced (key, value).
+Check = Callable[[str, bytes], bool]
+
+
 class Cache(Protocol):
     """What the predictor needs from a cache; values are opaque bytes."""
 
-    async def get_many(self, keys: list[str]) -> list[bytes | None]:
-        """One value (or None) per key, in order; never raises."""
+    async def get_many(self, keys: list[str], check: Check | None = None) -> list[bytes | None]:
+        """One value (or None) per key, in order; never raises.
+
+        `check` vets values that come from outside this process (Redis): one that fails it is a miss. Values this
+        process stored itself, or already checked on their way in, are not checked again.
+        """
         ...
 
     async def set_many(self, items: dict[str, bytes]) -> None:
@@ -58,7 +66,7 @@ class Cache(Protocol):
 class NullCache:
     """Caching turned off (`MLAPI_CACHE_ENABLED=false`): every text is computed."""
 
-    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+    async def get_many(self, keys: list[str], check: Check | None = None) -> list[bytes | None]:
         return [None] * len(keys)
 
     async def set_many(self, items: dict[str, bytes]) -> None:
@@ -79,7 +87,7 @@ class MemoryCache:
         self._max = max_entries
         self._ttl = ttl_seconds
 
-    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+    async def get_many(self, keys: list[str], check: Check | None = None) -> list[bytes | None]:
         now = time.monotonic()
         found: list[bytes | None] = []
         for key in keys:
@@ -152,7 +160,7 @@ class RedisCache:
         self._open_until = 0.0
         self._last_error = ""
 
-    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+    async def get_many(self, keys: list[str], check: Check | None = None) -> list[bytes | None]:
         if not keys or not self._available():
             return [None] * len(keys)
         try:
@@ -166,7 +174,11 @@ class RedisCache:
             return [None] * len(keys)
         self._ok()
         # decode_responses is off, so values are bytes (or None for a miss).
-        return [value if value is None or isinstance(value, bytes) else value.encode() for value in values]
+        found = [value if value is None or isinstance(value, bytes) else value.encode() for value in values]
+        if check is None:
+            return found
+        pairs = zip(keys, found, strict=True)
+        return [value if value is not None and check(key, value) else None for key, value in pairs]
 
     async def set_many(self, items: dict[str, bytes]) -> None:
         if not items or not self._available():
@@ -212,12 +224,13 @@ class TieredCache:
         self._near = near
         self._far = far
 
-    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+    async def get_many(self, keys: list[str], check: Check | None = None) -> list[bytes | None]:
         found = await self._near.get_many(keys)
         missing = [key for key, value in zip(keys, found, strict=True) if value is None]
         if not missing:
             return found
-        fetched = dict(zip(missing, await self._far.get_many(missing), strict=True))
+        # Only Redis's values are checked: the LRU holds what this process computed or already checked.
+        fetched = dict(zip(missing, await self._far.get_many(missing, check), strict=True))
         await self._near.set_many({key: value for key, value in fetched.items() if value is not None})
         return [value if value is not None else fetched[key] for key, value in zip(keys, found, strict=True)]
 

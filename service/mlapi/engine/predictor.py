@@ -204,9 +204,8 @@ class Predictor:
         """
         s = self.settings
         keys = [cache_key(s.cache_prefix, engine.model_key, op, text) for text in texts]
-        found = await self.cache.get_many(keys)
-        values = {key: value for key, value in zip(keys, found, strict=True)
-                  if value is not None and self._trusted(engine, op, key, value)}
+        found = await self.cache.get_many(keys, lambda key, value: self._trusted(engine, op, key, value))
+        values = {key: value for key, value in zip(keys, found, strict=True) if value is not None}
         found_flags = [key in values for key in keys]
         hits = sum(found_flags)
         self.metrics.cache_hits.labels(op=op).inc(hits)
