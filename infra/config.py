@@ -46,6 +46,14 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class CandidateModel:
+    """A new model version for a service, rolled out beside the live one (shadow, then canary) until promoted."""
+
+    model_id: str
+    model_revision: str
+
+
+@dataclass(frozen=True)
 class ModelService:
     """One model served as its own workload under its own path prefix (`MLAPI_PATH_PREFIX`)."""
 
@@ -64,6 +72,8 @@ class ModelService:
     # unless an operator measured otherwise.
     intra_op_threads: int | None = None
     inference_workers: int | None = None
+    # Set while a new version rolls out; promotion moves it into model_id/model_revision and removes it.
+    candidate: CandidateModel | None = None
 
 
 @dataclass(frozen=True)
@@ -247,7 +257,8 @@ SERVICE_DEFAULTS: dict[str, Any] = {
     "requestsPerTarget": 200,
 }
 _SERVICE_KEYS = {"name", "modelId", "pathPrefix", "cachePrefix", "intraOpThreads", "inferenceWorkers",
-                 *SERVICE_DEFAULTS}
+                 "candidate", *SERVICE_DEFAULTS}
+_CANDIDATE_KEYS = {"modelId", "modelRevision"}
 _KNOWN_KEYS = {*DEFAULTS, "services"}
 # Keys of the managed node group that EKS Auto Mode replaced: a stack still setting them learns what to set instead.
 _RETIRED_KEYS = {
@@ -317,6 +328,20 @@ def did_you_mean(key: str, known: set[str] | frozenset[str], namespace: str = ""
     return f" (did you mean {namespace}{close[0]}?)" if close else ""
 
 
+def _candidate(where: str, item: Any) -> CandidateModel:
+    if not isinstance(item, Mapping):
+        raise ConfigError(where, "must be an object with modelId and modelRevision")
+    unknown = sorted(set(item) - _CANDIDATE_KEYS)
+    if unknown:
+        hint = did_you_mean(unknown[0], _CANDIDATE_KEYS)
+        raise ConfigError(f"{where}.{unknown[0]}", f"unknown key{hint} (known: {', '.join(sorted(_CANDIDATE_KEYS))})")
+    for required in sorted(_CANDIDATE_KEYS):
+        if required not in item:
+            raise ConfigError(f"{where}.{required}", "is required")
+    return CandidateModel(model_id=_str(item, "modelId", f"{where}.modelId"),
+                          model_revision=_str(item, "modelRevision", f"{where}.modelRevision"))
+
+
 def _service(index: int, item: Any) -> ModelService:
     where = f"services[{index}]"
     if not isinstance(item, Mapping):
@@ -353,6 +378,7 @@ def _service(index: int, item: Any) -> ModelService:
         else None,
         inference_workers=_int(raw, "inferenceWorkers", f"{where}.inferenceWorkers", 1, 64)
         if "inferenceWorkers" in raw else None,
+        candidate=_candidate(f"{where}.candidate", raw["candidate"]) if raw.get("candidate") is not None else None,
     )
 
 

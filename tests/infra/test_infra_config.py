@@ -154,3 +154,17 @@ def test_lifecycle_policy_keeps_last_images_and_expires_untagged() -> None:
     assert rules[1]["selection"]["tagStatus"] == "untagged"
     assert rules[2]["selection"] == {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 7}
     assert max(rules) == 2  # the `any` rule must be evaluated last
+
+
+def test_candidate_is_parsed_and_its_keys_are_checked() -> None:
+    """`services[].candidate` names the model version rolled out beside the live one; a typo names its key."""
+    from infra.config import CandidateModel, ConfigError, _service
+
+    base = {"name": "sentiment", "modelId": "org/model", "pathPrefix": "/sentiment"}
+    assert _service(0, base).candidate is None
+    svc = _service(0, {**base, "candidate": {"modelId": "org/model-v2", "modelRevision": "a" * 40}})
+    assert svc.candidate == CandidateModel(model_id="org/model-v2", model_revision="a" * 40)
+    with pytest.raises(ConfigError, match=r"mlapi:services\[0\]\.candidate\.modelRevison: unknown key \(did you mean"):
+        _service(0, {**base, "candidate": {"modelId": "x", "modelRevison": "y"}})
+    with pytest.raises(ConfigError, match=r"mlapi:services\[0\]\.candidate\.modelRevision: is required"):
+        _service(0, {**base, "candidate": {"modelId": "x"}})
