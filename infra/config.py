@@ -284,8 +284,8 @@ _SERVICE_KEYS = {"name", "modelId", "modelRevision", "pathPrefix", "cachePrefix"
 _CANDIDATE_KEYS = {"modelId", "modelRevision"}
 # hfToken is a secret: read with get_secret in load(), never as plain config (Pulumi.yaml cannot declare it with a
 # default, so it is not in DEFAULTS).
-_SECRET_CONFIG_KEYS = {"hfToken"}
-_KNOWN_KEYS = {*DEFAULTS, "services", *_SECRET_CONFIG_KEYS}
+SECRET_CONFIG_KEYS = {"hfToken"}
+_KNOWN_KEYS = {*DEFAULTS, "services", *SECRET_CONFIG_KEYS}
 # Keys of the managed node group that EKS Auto Mode replaced: a stack still setting them learns what to set instead.
 _RETIRED_KEYS = {
     key: "was removed with the managed node group: EKS Auto Mode sizes the nodes; set nodeInstanceFamilies, "
@@ -355,7 +355,9 @@ def did_you_mean(key: str, known: set[str] | frozenset[str], namespace: str = ""
 
 
 def _sha_hint(model_id: str, ref: str = "main") -> str:
-    return (f"find the commit SHA with `curl -s https://huggingface.co/api/models/{model_id}/revision/{ref} | jq -r .sha` "
+    """How to look up the commit a hub branch or tag points to now."""
+    api = f"https://huggingface.co/api/models/{model_id}/revision/{ref}"
+    return (f"find the commit SHA with `curl -s {api} | jq -r .sha` "
             "(add -H \"Authorization: Bearer $HF_TOKEN\" for a private repo), or copy it from the History of the "
             "model page's \"Files and versions\" tab")
 
@@ -744,7 +746,7 @@ def load() -> StackConfig:
     """
     cfg = pulumi.Config(NAMESPACE)
     raw: dict[str, Any] = {}
-    for key in _stack_keys() - _SECRET_CONFIG_KEYS:
+    for key in _stack_keys() - SECRET_CONFIG_KEYS:
         raw[key] = cfg.get_object(key) if key in _STRUCTURED_KEYS else cfg.get(key)
     aws = pulumi.Config("aws")
     return build_config(raw, project=pulumi.get_project(), stack=pulumi.get_stack(), region=aws.get("region") or "",
