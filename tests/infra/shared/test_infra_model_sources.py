@@ -319,13 +319,29 @@ def test_candidate_that_is_the_live_model_is_refused(dev_raw: dict[str, Any]) ->
         build(with_service(dev_raw, candidate={"modelId": HUB_ID, "modelRevision": SHA}))
 
 
-def test_hf_token_in_plain_config_is_refused() -> None:
+def test_hf_token_in_plain_config_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PULUMI_CONFIG_SECRET_KEYS", raising=False)
     with pytest.raises(Exception, match=r"mlapi:hfToken: must be a secret.*pulumi config set --secret"):
         run_program("dev", {"mlapi:hfToken": HF_TOKEN})
 
 
+@pytest.mark.parametrize(("secret_keys", "accepted"), [(["mlapi:hfToken"], True), (["mlapi:other"], False)])
+def test_hf_token_secretness_is_read_as_the_language_host_passes_it(
+    monkeypatch: pytest.MonkeyPatch, secret_keys: list[str], accepted: bool
+) -> None:
+    """`pulumi up` hands the program its secret keys in PULUMI_CONFIG_SECRET_KEYS, not through set_all_config."""
+    monkeypatch.setenv("PULUMI_CONFIG_SECRET_KEYS", json.dumps(secret_keys))
+    if not accepted:
+        with pytest.raises(Exception, match=r"mlapi:hfToken: must be a secret"):
+            run_program("fargate", {"mlapi:hfToken": HF_TOKEN})
+        return
+    image = images(run_program("fargate", {"mlapi:hfToken": HF_TOKEN}))["image-sentiment-image"]
+    assert is_secret(image["secrets"]) and image["secrets"]["value"] == {"hf_token": HF_TOKEN}
+
+
 def test_hf_token_from_the_environment_is_made_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_TOKEN", HF_TOKEN)
+    monkeypatch.delenv("PULUMI_CONFIG_SECRET_KEYS", raising=False)
     run = run_program("fargate")
     image = images(run)["image-sentiment-image"]
     assert is_secret(image["secrets"]) and image["secrets"]["value"] == {"hf_token": HF_TOKEN}
