@@ -346,3 +346,14 @@ def test_hf_token_from_the_environment_is_made_secret(monkeypatch: pytest.Monkey
     image = images(run)["image-sentiment-image"]
     assert is_secret(image["secrets"]) and image["secrets"]["value"] == {"hf_token": HF_TOKEN}
     assert HF_TOKEN not in plaintext(run)
+
+
+def test_first_preview_of_a_local_candidate_declares_its_image(tmp_path: Path) -> None:
+    """A first `pulumi preview` (every computed value unknown) of the fargate stack with a local candidate."""
+    ckpt = checkpoint(tmp_path / "my-ft-v2", b"weights-v2")
+    services = json.loads(operated_config("fargate")["mlapi:services"])
+    services[0]["candidate"] = {"modelId": str(ckpt)}
+    run = run_program("fargate", {"mlapi:services": json.dumps(services)}, preview=True)
+    candidate = images(run)["image-sentiment-candidate-image"]
+    assert candidate["context"]["named"] == {"model": {"location": str(ckpt)}}
+    assert candidate["buildOnPreview"] is False
