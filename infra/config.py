@@ -389,7 +389,8 @@ def _model_source(where: str, item: Mapping[str, Any], aws: _Aws) -> ModelSource
                           "of its files; remove modelRevision")
     if s3:
         try:
-            digest = s3_digest(s3["bucket"], s3["prefix"], aws_session(aws.profile, aws.region))
+            session = aws_session(aws.profile, aws.region)
+            digest = s3_digest(s3["bucket"], s3["prefix"], session)
         except SourceError as err:
             raise ConfigError(f"{where}.modelId", str(err)) from err
         return ModelSource("s3", f"s3://{s3['bucket']}/{s3['prefix']}", digest)

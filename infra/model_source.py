@@ -94,7 +94,11 @@ def aws_session(profile: str | None, region: str) -> Any:
     """A boto3 session with the credentials the deployment itself uses (the standard chain, `aws:profile`)."""
     import boto3
 
-    return boto3.Session(profile_name=profile or None, region_name=region or None)
+    try:
+        return boto3.Session(profile_name=profile or None, region_name=region or None)
+    except Exception as err:  # botocore ProfileNotFound and friends
+        raise SourceError(f"cannot set up AWS credentials for the S3 model ({type(err).__name__}: {err}); "
+                          "check aws:profile") from err
 
 
 def aws_build_credentials(session: Any) -> dict[str, str]:

@@ -357,3 +357,9 @@ def test_first_preview_of_a_local_candidate_declares_its_image(tmp_path: Path) -
     candidate = images(run)["image-sentiment-candidate-image"]
     assert candidate["context"]["named"] == {"model": {"location": str(ckpt)}}
     assert candidate["buildOnPreview"] is False
+
+
+def test_s3_model_with_an_unknown_aws_profile_names_the_key(dev_raw: dict[str, Any], s3: Any) -> None:
+    with pytest.raises(ConfigError, match=r"^mlapi:services\[0\]\.modelId: .*ProfileNotFound.*aws:profile"):
+        build(with_service(dev_raw, modelId=f"s3://{BUCKET}/models/my-ft", modelRevision=None),
+              aws_profile="no-such-profile")
