@@ -352,6 +352,11 @@ def test_every_build_arg_the_stacks_pass_is_declared_by_the_bake_stage(stages: d
     from infra.shared.image import model_build
 
     declared = {i.args.partition("=")[0] for i in stages["bake"].all("ARG")}
+    bake = stages["bake"].instructions
+    # Declared before the bake RUN: every RUN after an ARG uses it, so a new fingerprint re-runs the bake.
+    assert max(bake.index(i) for i in stages["bake"].all("ARG")) < bake.index(bake_run(stages))
+    # The runtime stages declare no ARG: a build arg's value would show in the shipped image's history.
+    assert not stages["runtime"].all("ARG") and not stages["runtime-deps"].all("ARG")
     for source in (ModelSource("hub", "org/name", "a" * 40), ModelSource("local", "/ckpt", "b" * 64),
                    ModelSource("s3", "s3://bucket/prefix", "c" * 64)):
         assert set(model_build(source, "us-east-1").build_args) <= declared, source.kind
