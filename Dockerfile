@@ -1,13 +1,28 @@
 # syntax=docker/dockerfile:1
 #
-# The prediction API image. Three stages:
+# The prediction API image. Four stages:
+#   model         a local checkpoint, when there is one: `--build-context model=DIR` replaces this stage
+#                 with that directory alone (a named context wins over a stage of the same name).
 #   bake          torch (CPU wheels) + the `torch` extra; runs `mlapi bake` once, at build time, so the
 #                 model is inside the image and a starting container downloads nothing.
 #   runtime-deps  a virtualenv with the `serve` extra only: onnxruntime, no torch, no compilers.
 #   runtime       that virtualenv + the baked model, run as a fixed non-root UID; writes only to /tmp,
 #                 so it runs with a read-only root filesystem.
 #
-# Build: docker buildx build --build-arg MODEL_ID=... --build-arg MODEL_REVISION=<commit> -t mlapi .
+# Build (docs/container.md), from the hub, a local checkpoint, or S3:
+#   docker buildx build --build-arg MODEL_ID=org/name --build-arg MODEL_REVISION=<commit> -t mlapi .
+#   docker buildx build --build-context model=./models/my-ft --build-arg MODEL_ID=/model-src \
+#     --build-arg MODEL_REVISION= -t mlapi .
+#   docker buildx build --build-arg MODEL_ID=s3://bucket/prefix --build-arg MODEL_REVISION= \
+#     --secret id=aws_access_key_id,env=AWS_ACCESS_KEY_ID --secret id=aws_secret_access_key,env=AWS_SECRET_ACCESS_KEY \
+#     --secret id=aws_session_token,env=AWS_SESSION_TOKEN -t mlapi .
+# A private hub repo: add --secret id=hf_token,env=HF_TOKEN. Tokens and credentials are BuildKit secrets: mounted
+# for the bake step only, never in a layer, the image history or a build arg.
+
+# Empty unless replaced by the `model` named context: hub and S3 builds mount it and ignore it.
+FROM scratch AS model
+WORKDIR /empty
+
 
 FROM python:3.11-slim-bookworm AS bake
 
@@ -33,11 +48,21 @@ COPY service ./service
 RUN pip install --no-cache-dir ".[torch]" \
     && python -c "import sys, torch; sys.exit(torch.version.cuda is not None)"
 
-# Pinned to a commit so that rebuilding the same tag bakes the same weights. --onnx-only leaves out
-# the torch weights: the runtime image serves ONNX and has no torch to read them.
-ARG MODEL_ID=distilbert-base-uncased-finetuned-sst-2-english
+# MODEL_ID: a hub id pinned to a commit (so that rebuilding the same tag bakes the same weights), the mounted
+# local checkpoint (/model-src), or s3://BUCKET/PREFIX; an empty MODEL_REVISION passes no --revision.
+# MODEL_FINGERPRINT is the weights' digest (infra/model_source.py): a new one re-runs the bake instead of
+# reusing its cache when an S3 prefix changed under the same name. AWS_REGION: the region S3 is reached in.
+# --onnx-only leaves out the torch weights: the runtime image serves ONNX and has no torch to read them.
+ARG MODEL_ID=distilbert/distilbert-base-uncased-finetuned-sst-2-english
 ARG MODEL_REVISION=714eb0fa89d2f80546fda750413ed43d93601a13
-RUN mlapi bake "$MODEL_ID" --revision "$MODEL_REVISION" --out /build/model --onnx-only
+ARG MODEL_FINGERPRINT
+ARG AWS_REGION
+RUN --mount=type=bind,from=model,target=/model-src \
+    --mount=type=secret,id=hf_token,env=HF_TOKEN \
+    --mount=type=secret,id=aws_access_key_id,env=AWS_ACCESS_KEY_ID \
+    --mount=type=secret,id=aws_secret_access_key,env=AWS_SECRET_ACCESS_KEY \
+    --mount=type=secret,id=aws_session_token,env=AWS_SESSION_TOKEN \
+    mlapi bake "$MODEL_ID" ${MODEL_REVISION:+--revision "$MODEL_REVISION"} --out /build/model --onnx-only
 
 
 FROM python:3.11-slim-bookworm AS runtime-deps

@@ -38,6 +38,10 @@ outputs = {
     "vpcId": base.network.vpc_id,
     "estimatedMonthlyCostUsd": estimate.as_output(),
 }
+candidates = {svc.name: base.candidate_image_ref(svc.name) for svc in cfg.services if svc.candidate is not None}
+if candidates:
+    # The image each candidate rolls out with, visible in `pulumi preview` and `pulumi stack output`.
+    outputs["candidateImages"] = candidates
 if cfg.budget is not None:
     budget = Budget("budget", BudgetArgs(
         budget_name=cfg.prefix, stack=cfg.stack, monthly_limit_usd=cfg.budget.monthly_limit_usd,

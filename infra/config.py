@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,17 @@ from typing import Any, Literal
 import pulumi
 
 from infra import versions
+from infra.model_source import (
+    CHECKPOINT_MARKER,
+    COMMIT_RE,
+    HUB_ID_RE,
+    S3_URI_RE,
+    ModelSource,
+    SourceError,
+    aws_session,
+    local_digest,
+    s3_digest,
+)
 from infra.timeouts import MAX_REQUEST_TIMEOUT_SECONDS, Timeouts
 
 NAMESPACE = "mlapi"
@@ -47,10 +59,14 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class CandidateModel:
-    """A new model version for a service, rolled out beside the live one (shadow, then canary) until promoted."""
+    """A new model version for a service, rolled out beside the live one (shadow, then canary) until promoted.
+
+    `model_revision` is always pinned: the hub commit SHA, or the digest of a local or S3 model's files.
+    """
 
     model_id: str
     model_revision: str
+    source: ModelSource
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,7 @@ class ModelService:
 
     name: str
     model_id: str
+    # The hub commit SHA, or for a local or S3 model the sha256 of its files or listing (`source.revision`).
     model_revision: str
     path_prefix: str
     cpu_millicores: int
@@ -68,6 +85,7 @@ class ModelService:
     cpu_target_percent: int
     requests_per_target: int
     cache_prefix: str
+    source: ModelSource
     # Unset: the service sizes its threads and workers from its cgroup CPU quota, which is the right answer
     # unless an operator measured otherwise.
     intra_op_threads: int | None = None
@@ -97,6 +115,11 @@ class ImageSettings:
     dockerfile: str
     build_on_preview: bool
     keep_images: int
+    # A Hugging Face token for private hub models (`mlapi:hfToken`, a stack secret, or HF_TOKEN): it reaches the
+    # build only as a BuildKit secret.
+    hf_token: pulumi.Output[str] | None = None
+    # boto3 credentials for S3 models: the same identity (and `aws:profile`) the deployment uses.
+    aws_profile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -247,8 +270,8 @@ DEFAULTS: dict[str, Any] = {
     "budgetAlertEmails": [],
     "budgetAlertTopicArn": "",
 }
+# No default modelRevision: a hub model must pin a commit, and local and S3 models have none.
 SERVICE_DEFAULTS: dict[str, Any] = {
-    "modelRevision": "main",
     "cpu": 1000,
     "memory": 1536,
     "minReplicas": 2,
@@ -256,10 +279,13 @@ SERVICE_DEFAULTS: dict[str, Any] = {
     "cpuTarget": 70,
     "requestsPerTarget": 200,
 }
-_SERVICE_KEYS = {"name", "modelId", "pathPrefix", "cachePrefix", "intraOpThreads", "inferenceWorkers",
-                 "candidate", *SERVICE_DEFAULTS}
+_SERVICE_KEYS = {"name", "modelId", "modelRevision", "pathPrefix", "cachePrefix", "intraOpThreads",
+                 "inferenceWorkers", "candidate", *SERVICE_DEFAULTS}
 _CANDIDATE_KEYS = {"modelId", "modelRevision"}
-_KNOWN_KEYS = {*DEFAULTS, "services"}
+# hfToken is a secret: read with get_secret in load(), never as plain config (Pulumi.yaml cannot declare it with a
+# default, so it is not in DEFAULTS).
+SECRET_CONFIG_KEYS = {"hfToken"}
+_KNOWN_KEYS = {*DEFAULTS, "services", *SECRET_CONFIG_KEYS}
 # Keys of the managed node group that EKS Auto Mode replaced: a stack still setting them learns what to set instead.
 _RETIRED_KEYS = {
     key: "was removed with the managed node group: EKS Auto Mode sizes the nodes; set nodeInstanceFamilies, "
@@ -328,22 +354,91 @@ def did_you_mean(key: str, known: set[str] | frozenset[str], namespace: str = ""
     return f" (did you mean {namespace}{close[0]}?)" if close else ""
 
 
-def _candidate(where: str, item: Any) -> CandidateModel:
+def _sha_hint(model_id: str, ref: str = "main") -> str:
+    """How to look up the commit a hub branch or tag points to now."""
+    api = f"https://huggingface.co/api/models/{model_id}/revision/{ref}"
+    return (f"find the commit SHA with `curl -s {api} | jq -r .sha` "
+            "(add -H \"Authorization: Bearer $HF_TOKEN\" for a private repo), or copy it from the History of the "
+            "model page's \"Files and versions\" tab")
+
+
+@dataclass(frozen=True)
+class _Aws:
+    """What an S3 listing at preview needs: the deployment's region and `aws:profile`."""
+
+    region: str = ""
+    profile: str | None = None
+
+
+def _model_source(where: str, item: Mapping[str, Any], aws: _Aws) -> ModelSource:
+    """Resolve `modelId` (+ `modelRevision`) into a pinned `ModelSource`, failing with the key to fix.
+
+    Hub ids need a 40-hex commit; a local directory (relative to the project, as the Pulumi CLI runs from infra/)
+    must hold a checkpoint now; an S3 prefix is listed now, so a typo or missing permission shows in the preview.
+    """
+    model_id = _str(item, "modelId", f"{where}.modelId")
+    revision = item.get("modelRevision")
+    s3 = S3_URI_RE.match(model_id)
+    local = model_id.startswith(("./", "../", "/")) or model_id in (".", "..")
+    if model_id.startswith("~"):
+        raise ConfigError(f"{where}.modelId", f"{model_id!r}: ~ is not expanded; give the path relative to the "
+                          f"project ({PROJECT_ROOT}) as ./path, or absolute")
+    if (s3 or local) and revision is not None:
+        kind = "an S3 model" if s3 else "a local checkpoint"
+        raise ConfigError(f"{where}.modelRevision", f"does not apply to {kind}: its image tag derives from a digest "
+                          "of its files; remove modelRevision")
+    if s3:
+        try:
+            session = aws_session(aws.profile, aws.region)
+            digest = s3_digest(s3["bucket"], s3["prefix"], session)
+        except SourceError as err:
+            raise ConfigError(f"{where}.modelId", str(err)) from err
+        return ModelSource("s3", f"s3://{s3['bucket']}/{s3['prefix']}", digest)
+    if model_id.startswith("s3://"):
+        raise ConfigError(f"{where}.modelId", f"{model_id!r} is not s3://BUCKET/PREFIX (a valid bucket name and a "
+                          "key prefix holding the checkpoint)")
+    if local:
+        directory = (PROJECT_ROOT / model_id).resolve()
+        if not directory.is_dir():
+            raise ConfigError(f"{where}.modelId", f"{directory} is not a directory (local paths are relative to the "
+                              f"project, {PROJECT_ROOT})")
+        if not (directory / CHECKPOINT_MARKER).is_file():
+            raise ConfigError(f"{where}.modelId", f"{directory} has no {CHECKPOINT_MARKER}: point it at a saved "
+                              "checkpoint (save_pretrained's output folder)")
+        return ModelSource("local", str(directory), local_digest(directory))
+    if not HUB_ID_RE.match(model_id) or "--" in model_id or ".." in model_id:
+        raise ConfigError(f"{where}.modelId", f"{model_id!r} is neither a hub id org/name (e.g. distilbert/"
+                          "distilbert-base-uncased-finetuned-sst-2-english), a local path (./models/my-ft or "
+                          "absolute) nor s3://BUCKET/PREFIX")
+    if (PROJECT_ROOT / model_id).is_dir():
+        raise ConfigError(f"{where}.modelId", f"{model_id!r} reads as the hub id {model_id}, but it is also a "
+                          f"directory of the project: write ./{model_id} for the local checkpoint")
+    if revision is None:
+        raise ConfigError(f"{where}.modelRevision", f"is required for a hub model, pinned to a commit; "
+                          f"{_sha_hint(model_id)}")
+    if not isinstance(revision, str) or not COMMIT_RE.match(revision):
+        raise ConfigError(f"{where}.modelRevision", f"{revision!r} is not a commit SHA (40 lower-case hex); a branch "
+                          f"or tag such as main moves, so the same tag could bake other weights; "
+                          f"{_sha_hint(model_id, str(revision) if isinstance(revision, str) and revision else 'main')}")
+    return ModelSource("hub", model_id, revision)
+
+
+def _candidate(where: str, item: Any, aws: _Aws) -> CandidateModel:
     if not isinstance(item, Mapping):
-        raise ConfigError(where, "must be an object with modelId and modelRevision")
+        raise ConfigError(where, "must be an object with modelId (and modelRevision for a hub model)")
     unknown = sorted(set(item) - _CANDIDATE_KEYS)
     if unknown:
         hint = did_you_mean(unknown[0], _CANDIDATE_KEYS)
         raise ConfigError(f"{where}.{unknown[0]}", f"unknown key{hint} (known: {', '.join(sorted(_CANDIDATE_KEYS))})")
-    for required in sorted(_CANDIDATE_KEYS):
-        if required not in item:
-            raise ConfigError(f"{where}.{required}", "is required")
-    return CandidateModel(model_id=_str(item, "modelId", f"{where}.modelId"),
-                          model_revision=_str(item, "modelRevision", f"{where}.modelRevision"))
+    if "modelId" not in item:
+        raise ConfigError(f"{where}.modelId", "is required")
+    source = _model_source(where, item, aws)
+    return CandidateModel(model_id=item["modelId"], model_revision=source.revision, source=source)
 
 
-def _service(index: int, item: Any) -> ModelService:
+def _service(index: int, item: Any, aws: _Aws | None = None) -> ModelService:
     where = f"services[{index}]"
+    aws = aws or _Aws()
     if not isinstance(item, Mapping):
         raise ConfigError(where, "must be an object with name, modelId and pathPrefix")
     unknown = sorted(set(item) - _SERVICE_KEYS)
@@ -362,10 +457,15 @@ def _service(index: int, item: Any) -> ModelService:
     max_replicas = _int(raw, "maxReplicas", f"{where}.maxReplicas", 1, 100)
     if min_replicas > max_replicas:
         raise ConfigError(f"{where}.minReplicas", f"{min_replicas} is greater than maxReplicas {max_replicas}")
+    source = _model_source(where, raw, aws)
+    candidate = _candidate(f"{where}.candidate", raw["candidate"], aws) if raw.get("candidate") is not None else None
+    if candidate is not None and candidate.source == source:
+        raise ConfigError(f"{where}.candidate", f"is the model already live ({source.location} at "
+                          f"{source.revision[:12]}): a candidate must change the weights")
     return ModelService(
         name=name,
-        model_id=_str(raw, "modelId", f"{where}.modelId"),
-        model_revision=_str(raw, "modelRevision", f"{where}.modelRevision"),
+        model_id=raw["modelId"],
+        model_revision=source.revision,
         path_prefix=prefix,
         cpu_millicores=_int(raw, "cpu", f"{where}.cpu", 250, 16_000),
         memory_mib=_int(raw, "memory", f"{where}.memory", 512, 120_000),
@@ -374,21 +474,22 @@ def _service(index: int, item: Any) -> ModelService:
         cpu_target_percent=_int(raw, "cpuTarget", f"{where}.cpuTarget", 10, 95),
         requests_per_target=_int(raw, "requestsPerTarget", f"{where}.requestsPerTarget", 1, 100_000),
         cache_prefix=str(raw.get("cachePrefix") or f"{NAMESPACE}-{name}"),
+        source=source,
         intra_op_threads=_int(raw, "intraOpThreads", f"{where}.intraOpThreads", 1, 64) if "intraOpThreads" in raw
         else None,
         inference_workers=_int(raw, "inferenceWorkers", f"{where}.inferenceWorkers", 1, 64)
         if "inferenceWorkers" in raw else None,
-        candidate=_candidate(f"{where}.candidate", raw["candidate"]) if raw.get("candidate") is not None else None,
+        candidate=candidate,
     )
 
 
-def _services(raw: Mapping[str, Any]) -> tuple[ModelService, ...]:
+def _services(raw: Mapping[str, Any], aws: _Aws) -> tuple[ModelService, ...]:
     if "services" not in raw:
         raise ConfigError("services", "is required: a list of {name, modelId, pathPrefix, ...}")
     items = _list(raw, "services")
     if not items:
         raise ConfigError("services", "must declare at least one model service")
-    services = tuple(_service(i, item) for i, item in enumerate(items))
+    services = tuple(_service(i, item, aws) for i, item in enumerate(items))
     seen_names: dict[str, int] = {}
     seen_prefixes: dict[str, int] = {}
     for i, svc in enumerate(services):
@@ -407,8 +508,13 @@ def _services(raw: Mapping[str, Any]) -> tuple[ModelService, ...]:
     return services
 
 
-def build_config(raw_values: Mapping[str, Any], *, project: str, stack: str, region: str) -> StackConfig:
-    """Validate raw `mlapi:` values (already stripped of the namespace) into a `StackConfig`."""
+def build_config(raw_values: Mapping[str, Any], *, project: str, stack: str, region: str,
+                 hf_token: pulumi.Output[str] | None = None, aws_profile: str | None = None) -> StackConfig:
+    """Validate raw `mlapi:` values (already stripped of the namespace) into a `StackConfig`.
+
+    `hf_token` is the secret `mlapi:hfToken` (or HF_TOKEN) as load() read it; `aws_profile` is `aws:profile`, the
+    credentials an S3 model is listed with at preview and fetched with at build time.
+    """
     unknown = sorted(set(raw_values) - _KNOWN_KEYS)
     for key in unknown:
         if key in _RETIRED_KEYS:
@@ -472,6 +578,8 @@ def build_config(raw_values: Mapping[str, Any], *, project: str, stack: str, reg
             **_build_paths(raw),
             build_on_preview=_bool(raw, "buildOnPreview", "buildOnPreview"),
             keep_images=_int(raw, "keepImages", "keepImages", 1, 1000),
+            hf_token=hf_token,
+            aws_profile=aws_profile,
         ),
         cluster=ClusterSettings(
             kubernetes_version=kubernetes_version,
@@ -500,7 +608,7 @@ def build_config(raw_values: Mapping[str, Any], *, project: str, stack: str, reg
         timeouts=Timeouts(
             _int(raw, "requestTimeoutSeconds", "requestTimeoutSeconds", 1, MAX_REQUEST_TIMEOUT_SECONDS)
         ),
-        services=_services(raw),
+        services=_services(raw, _Aws(region=region, profile=aws_profile)),
         budget=_budget(raw),
     )
 
@@ -639,10 +747,32 @@ def load() -> StackConfig:
     """
     cfg = pulumi.Config(NAMESPACE)
     raw: dict[str, Any] = {}
-    for key in _stack_keys():
+    for key in _stack_keys() - SECRET_CONFIG_KEYS:
         raw[key] = cfg.get_object(key) if key in _STRUCTURED_KEYS else cfg.get(key)
-    region = pulumi.Config("aws").get("region") or ""
-    return build_config(raw, project=pulumi.get_project(), stack=pulumi.get_stack(), region=region)
+    aws = pulumi.Config("aws")
+    return build_config(raw, project=pulumi.get_project(), stack=pulumi.get_stack(), region=aws.get("region") or "",
+                        hf_token=_hf_token(cfg), aws_profile=aws.get("profile"))
+
+
+def _hf_token(cfg: pulumi.Config) -> pulumi.Output[str] | None:
+    """`mlapi:hfToken`, which must be a stack secret (a plain value would sit in Pulumi.<stack>.yaml, in git);
+    else HF_TOKEN from the environment, made a secret at once so it never reaches the state in plaintext."""
+    from pulumi.runtime import config as runtime_config
+
+    key = f"{NAMESPACE}:hfToken"
+    if cfg.get_secret("hfToken") is not None:
+        # The language host lists the secret keys in PULUMI_CONFIG_SECRET_KEYS; the SDK's is_config_secret only
+        # knows keys handed to set_all_config (the test harness, the Automation API).
+        if "PULUMI_CONFIG_SECRET_KEYS" in os.environ:
+            secret = key in runtime_config.get_config_secret_keys_env()
+        else:
+            secret = runtime_config.is_config_secret(key)
+        if not secret:
+            raise ConfigError(key, "must be a secret, or it sits in plaintext in the stack file: "
+                              "pulumi config set --secret mlapi:hfToken hf_...")
+        return cfg.require_secret("hfToken")
+    token = os.environ.get("HF_TOKEN")
+    return pulumi.Output.secret(token) if token else None
 
 
 def _stack_keys() -> set[str]:

@@ -135,12 +135,28 @@ def run_lines(stage: Stage) -> str:
     return "\n".join(i.args for i in stage.all("RUN"))
 
 
+BAKE_COMMAND = r'mlapi bake "$MODEL_ID" ${MODEL_REVISION:+--revision "$MODEL_REVISION"} --out '
+
+
+def bake_command(stage: Stage) -> str:
+    """The shell command of the bake stage's `mlapi bake` RUN, its --mount flags stripped."""
+    (line,) = [i.args for i in stage.all("RUN") if "mlapi bake" in i.args]
+    return re.sub(r"--mount=\S+\s+", "", line)
+
+
 def bake_out_dir(stage: Stage) -> str:
-    match = re.search(
-        r'mlapi bake "\$MODEL_ID" --revision "\$MODEL_REVISION" --out (\S+)', run_lines(stage)
-    )
-    assert match, "the bake stage must run: mlapi bake \"$MODEL_ID\" --revision \"$MODEL_REVISION\" --out DIR"
-    return match.group(1)
+    command = bake_command(stage)
+    assert command.startswith(BAKE_COMMAND), f"the bake stage must run: {BAKE_COMMAND}DIR"
+    return command[len(BAKE_COMMAND):].split()[0]
+
+
+def mounts(instruction: Instruction) -> list[dict[str, str]]:
+    """The `--mount=` options of a RUN, each as a dict."""
+    found = []
+    for token in shlex.split(instruction.args):
+        if token.startswith("--mount="):
+            found.append(dict(part.partition("=")[::2] for part in token.removeprefix("--mount=").split(",")))
+    return found
 
 
 def arg_default(stage: Stage, name: str) -> str:
@@ -220,13 +236,15 @@ def test_checkov_reports_no_failed_dockerfile_checks(tool):
 # --- stage structure -------------------------------------------------------------------------------
 
 
-def test_parse_dockerfile_yields_bake_deps_and_runtime_stages_in_order():
+def test_parse_dockerfile_yields_model_bake_deps_and_runtime_stages_in_order():
     names = [s.name for s in parse_dockerfile(DOCKERFILE.read_text())]
-    assert names == ["bake", "runtime-deps", "runtime"]
+    assert names == ["model", "bake", "runtime-deps", "runtime"]
 
 
 def test_base_images_are_pinned_python_311_slim(stages: dict[str, Stage]):
     for stage in stages.values():
+        if stage.name == "model":
+            continue
         image, _, tag = stage.base.partition(":")
         assert image == "python"
         assert tag.startswith("3.11") and "slim" in tag
@@ -250,7 +268,7 @@ def test_bake_run_line_writes_the_dir_the_runtime_copies_and_serves(stages: dict
 
 
 def test_bake_stage_pins_the_model_revision_to_a_commit(stages: dict[str, Stage]):
-    assert arg_default(stages["bake"], "MODEL_ID") == "distilbert-base-uncased-finetuned-sst-2-english"
+    assert arg_default(stages["bake"], "MODEL_ID") == "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
     assert re.fullmatch(r"[0-9a-f]{40}", arg_default(stages["bake"], "MODEL_REVISION"))
 
 
@@ -266,6 +284,103 @@ def test_bake_cli_accepts_the_flags_the_image_uses(stages: dict[str, Stage], too
     assert proc.returncode == 0, proc.stderr
     for flag in ("--revision", "--out", "--onnx-only"):
         assert flag in proc.stdout
+
+
+# --- model sources and build secrets -----------------------------------------------------------------
+
+SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "ACCESS_KEY", "CREDENTIAL")
+
+
+def bake_run(stages: dict[str, Stage]) -> Instruction:
+    (run,) = [i for i in stages["bake"].all("RUN") if "mlapi bake" in i.args]
+    return run
+
+
+def test_model_stage_is_an_empty_default_that_a_named_context_replaces(stages: dict[str, Stage]):
+    """Hub and S3 builds need no `--build-context model=...`: the stage of that name stands in, and holds nothing."""
+    model = stages["model"]
+    assert model.base == "scratch"
+    assert {i.keyword for i in model.instructions} <= {"WORKDIR"}
+
+
+def test_bake_mounts_the_local_checkpoint_where_the_stacks_point_model_id():
+    from infra.shared.image import LOCAL_MODEL_MOUNT
+
+    stages = {s.name: s for s in parse_dockerfile(DOCKERFILE.read_text())}
+    binds = [m for m in mounts(bake_run(stages)) if m.get("type") == "bind"]
+    assert binds == [{"type": "bind", "from": "model", "target": LOCAL_MODEL_MOUNT}]
+    # Read-only (bind mounts are unless `rw`): baking cannot write into the user's checkpoint.
+    assert "rw" not in binds[0]
+
+
+def test_build_secrets_are_mounted_for_the_bake_step_only_as_env(stages: dict[str, Stage]):
+    """The ids the stacks pass as docker-build `secrets` are exactly the ones the bake step mounts; each goes into
+    that one RUN's environment, never a file a later COPY could pick up."""
+    from infra.shared.image import AWS_SECRET_IDS, HF_TOKEN_SECRET
+
+    secret_mounts = [m for m in mounts(bake_run(stages)) if m.get("type") == "secret"]
+    assert {m["id"] for m in secret_mounts} == {HF_TOKEN_SECRET, *AWS_SECRET_IDS}
+    assert {m["id"]: m["env"] for m in secret_mounts} == {
+        "hf_token": "HF_TOKEN", "aws_access_key_id": "AWS_ACCESS_KEY_ID",
+        "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY", "aws_session_token": "AWS_SESSION_TOKEN"}
+    assert all("target" not in m and m.get("required", "false") == "false" for m in secret_mounts)
+    for stage in stages.values():
+        for run in stage.all("RUN"):
+            if run is not bake_run(stages):
+                assert all(m.get("type") != "secret" for m in mounts(run)), (stage.name, run.args)
+
+
+def test_no_arg_or_env_can_carry_a_credential(stages: dict[str, Stage]):
+    """ARG values land in the image history and ENV in its config: neither may name a token or key."""
+    for stage in stages.values():
+        names = [i.args.partition("=")[0] for i in stage.all("ARG")] + list(stage.env())
+        for name in names:
+            assert not any(word in name.upper() for word in SECRET_WORDS), (stage.name, name)
+    assert "HF_TOKEN" not in DOCKERFILE.read_text().replace("env=HF_TOKEN", "").replace("HF_TOKEN,", "")
+
+
+def test_runtime_stage_takes_only_the_baked_model_and_mounts_nothing(stages: dict[str, Stage], runtime: Stage):
+    assert [(srcs, dest) for frm, srcs, dest in runtime.copies() if frm == "bake"] == [
+        ([bake_out_dir(stages["bake"])], runtime.env()["MLAPI_MODEL_DIR"])]
+    assert all(frm != "model" for stage in stages.values() for frm, _, _ in stage.copies())
+    for stage in (runtime, stages["runtime-deps"]):
+        assert all(not mounts(run) for run in stage.all("RUN"))
+
+
+def test_every_build_arg_the_stacks_pass_is_declared_by_the_bake_stage(stages: dict[str, Stage]):
+    from infra.model_source import ModelSource
+    from infra.shared.image import model_build
+
+    declared = {i.args.partition("=")[0] for i in stages["bake"].all("ARG")}
+    bake = stages["bake"].instructions
+    # Declared before the bake RUN: every RUN after an ARG uses it, so a new fingerprint re-runs the bake.
+    assert max(bake.index(i) for i in stages["bake"].all("ARG")) < bake.index(bake_run(stages))
+    # The runtime stages declare no ARG: a build arg's value would show in the shipped image's history.
+    assert not stages["runtime"].all("ARG") and not stages["runtime-deps"].all("ARG")
+    for source in (ModelSource("hub", "org/name", "a" * 40), ModelSource("local", "/ckpt", "b" * 64),
+                   ModelSource("s3", "s3://bucket/prefix", "c" * 64)):
+        assert set(model_build(source, "us-east-1").build_args) <= declared, source.kind
+
+
+@pytest.mark.parametrize(
+    ("model_id", "revision", "expected"),
+    [
+        ("org/name", "a" * 40, ["org/name", "--revision", "a" * 40, "--out"]),
+        ("/model-src", "", ["/model-src", "--out"]),
+        ("s3://bucket/my prefix", "", ["s3://bucket/my prefix", "--out"]),
+    ],
+)
+def test_bake_command_passes_revision_only_when_set(stages: dict[str, Stage], model_id: str, revision: str,
+                                                    expected: list[str]):
+    """The RUN line under a POSIX shell, `mlapi` replaced by a function that prints its arguments."""
+    script = 'mlapi() { shift; for a in "$@"; do printf "%s\\n" "$a"; done; }\n' + bake_command(stages["bake"])
+    proc = subprocess.run(["sh", "-c", script], env={"MODEL_ID": model_id, "MODEL_REVISION": revision,
+                                                     "PATH": os.environ["PATH"]},
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    args = proc.stdout.splitlines()
+    assert args[: len(expected)] == expected
+    assert args[-1] == "--onnx-only"
 
 
 def test_runtime_stage_has_serve_extra_only(stages: dict[str, Stage], runtime: Stage):

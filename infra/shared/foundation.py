@@ -1,4 +1,5 @@
-"""What both platforms stand on: the VPC, the ECR repository, one image per model service, and Redis."""
+"""What both platforms stand on: the VPC, the ECR repository, one image per model service (two while a candidate
+rolls out), and Redis."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pulumi
 
 from infra.config import StackConfig
+from infra.model_source import aws_build_credentials, aws_session
 from infra.shared.cache import Cache, CacheArgs
 from infra.shared.image import ModelImage, ModelImageArgs, context_hash
 from infra.shared.network import Network, NetworkArgs
@@ -27,6 +29,10 @@ class Foundation:
         """`repo:tag@sha256:...` of one service's image."""
         return self.images[service].ref
 
+    def candidate_image_ref(self, service: str) -> pulumi.Output[str] | None:
+        """`repo:tag@sha256:...` of one service's candidate image; None when it has no candidate."""
+        return self.images[service].candidate_image_ref
+
 
 def build_foundation(cfg: StackConfig) -> Foundation:
     """Declare the network, registry, images and cache of a stack."""
@@ -36,6 +42,10 @@ def build_foundation(cfg: StackConfig) -> Foundation:
         "registry", RegistryArgs(repository_name=cfg.prefix, keep_images=cfg.image.keep_images, tags=tags)
     )
     source_hash = context_hash(Path(cfg.image.context), Path(cfg.image.dockerfile))
+    sources = [s.source for s in cfg.services] + [s.candidate.source for s in cfg.services if s.candidate]
+    # Only an S3 model needs the deploying identity's credentials in its build.
+    aws_credentials = (aws_build_credentials(aws_session(cfg.image.aws_profile, cfg.region))
+                       if any(src.kind == "s3" for src in sources) else None)
     images = {
         svc.name: ModelImage(
             f"image-{svc.name}",
@@ -47,6 +57,9 @@ def build_foundation(cfg: StackConfig) -> Foundation:
                 dockerfile=cfg.image.dockerfile,
                 source_hash=source_hash,
                 build_on_preview=cfg.image.build_on_preview,
+                region=cfg.region,
+                hf_token=cfg.image.hf_token,
+                aws_credentials=aws_credentials,
             ),
         )
         for svc in cfg.services

@@ -1,7 +1,9 @@
-"""Builds the repository's Dockerfile once per model service and pushes it to ECR.
+"""Builds the repository's Dockerfile once per model service (and once more for its candidate) and pushes it to ECR.
 
-Each service gets its own image because the model weights are baked in at build time (`MODEL_ID`,
-`MODEL_REVISION` build args). Workloads pull by digest (`ref`), so a deploy names exact bytes and a re-push of a
+Each service gets its own image because the model weights are baked in at build time: a hub model by id and
+commit (`MODEL_ID`, `MODEL_REVISION` build args, a private repo's token as a BuildKit secret), a local checkpoint
+sent alone as the `model` named build context, an S3 prefix fetched by the bake step with the deployment's AWS
+credentials as BuildKit secrets. Workloads pull by digest (`ref`), so a deploy names exact bytes and a re-push of a
 tag can never change what runs.
 """
 
@@ -14,12 +16,14 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 import pulumi_docker_build as docker_build
 
 from infra.config import ModelService
+from infra.model_source import ModelSource
 from infra.shared.registry import BUILD_CACHE_SUFFIX
 
 
@@ -104,7 +108,7 @@ def context_entries(context: Path) -> list[Path]:
     return sorted(found)
 
 
-def _entry_digest(path: Path) -> bytes:
+def entry_digest(path: Path) -> bytes:
     """What the build context transfer sends for one entry besides its name: its type and permission bits (the
     mode BuildKit records and COPY keeps), and the file's bytes or the link's target."""
     info = path.lstat()
@@ -131,19 +135,60 @@ def context_hash(context: Path, dockerfile: Path) -> str:
     digest.update(b"dockerfile\0" + dockerfile.read_bytes())
     for path in context_entries(context):
         digest.update(path.relative_to(context).as_posix().encode() + b"\0")
-        digest.update(_entry_digest(path))
+        digest.update(entry_digest(path))
     return digest.hexdigest()[:12]
 
 
-def image_tag(service: ModelService, source_hash: str) -> str:
-    """`<service>-<revision>-<hash>`: readable in the ECR console, valid as an OCI tag."""
-    revision = re.sub(r"[^A-Za-z0-9_.-]", "-", service.model_revision)[:24]
-    return f"{service.name}-{revision}-{source_hash}"
+def image_tag(service: str, revision: str, source_hash: str) -> str:
+    """`<service>-<revision>-<hash>`: readable in the ECR console, valid as an OCI tag.
+
+    `revision` pins the weights (hub commit, or digest of a local or S3 model) and `source_hash` the code, so the
+    tag changes exactly when either does.
+    """
+    revision = re.sub(r"[^A-Za-z0-9_.-]", "-", revision)[:24]
+    return f"{service}-{revision}-{source_hash}"
+
+
+# Where the Dockerfile's bake stage mounts the `model` named context (a local checkpoint).
+LOCAL_MODEL_MOUNT = "/model-src"
+# The build's secret ids (`RUN --mount=type=secret,id=...` in the Dockerfile's bake stage).
+HF_TOKEN_SECRET = "hf_token"
+AWS_SECRET_IDS = ("aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+
+
+@dataclass(frozen=True)
+class ModelBuild:
+    """How one model's source reaches the build: the build args (never a credential), the named contexts (a
+    local checkpoint, sent alone) and which secrets the bake step needs."""
+
+    build_args: dict[str, str]
+    named_contexts: dict[str, str]
+    needs_hf_token: bool
+    needs_aws: bool
+
+
+def model_build(source: ModelSource, region: str) -> ModelBuild:
+    """The build inputs for one model source.
+
+    MODEL_FINGERPRINT is the source's pinned revision: changing it invalidates the bake step's cache (every RUN
+    after an ARG uses it), so an S3 prefix whose objects changed is fetched again instead of served from cache.
+    """
+    args = {"MODEL_ID": source.location, "MODEL_REVISION": "", "MODEL_FINGERPRINT": source.revision}
+    if source.kind == "hub":
+        return ModelBuild({**args, "MODEL_REVISION": source.revision}, {}, needs_hf_token=True, needs_aws=False)
+    if source.kind == "local":
+        return ModelBuild({**args, "MODEL_ID": LOCAL_MODEL_MOUNT}, {"model": source.location},
+                          needs_hf_token=False, needs_aws=False)
+    return ModelBuild({**args, "AWS_REGION": region}, {}, needs_hf_token=False, needs_aws=True)
 
 
 @dataclass(frozen=True)
 class ModelImageArgs:
-    """What to build and where to push it."""
+    """What to build and where to push it.
+
+    `hf_token` and `aws_credentials` are secret Outputs; they reach the build as BuildKit secrets only, and only
+    for the source that needs them (a hub model the token, an S3 model the credentials).
+    """
 
     service: ModelService
     repository_url: pulumi.Input[str]
@@ -152,36 +197,74 @@ class ModelImageArgs:
     dockerfile: str  # absolute
     source_hash: str
     build_on_preview: bool
+    region: str = ""
+    hf_token: pulumi.Output[str] | None = None
+    # Plain values as boto3 resolved them; each becomes a secret Output here before any resource sees it.
+    aws_credentials: dict[str, str] | None = None
 
 
 class ModelImage(pulumi.ComponentResource):
-    """A linux/amd64 image of one model service in ECR; `ref` is `repo:tag@sha256:...`."""
+    """Linux/amd64 images of one model service in ECR: `ref` (`repo:tag@sha256:...`) serves the live model;
+    `candidate_image_ref` the service's candidate, when config names one (None otherwise)."""
 
     ref: pulumi.Output[str]
+    candidate_image_ref: pulumi.Output[str] | None
 
     def __init__(self, name: str, args: ModelImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlapi:image:ModelImage", name, None, opts)
         auth = aws.ecr.get_authorization_token_output(registry_id=args.registry_id, opts=pulumi.InvokeOptions(
             parent=self))
-        tag = image_tag(args.service, args.source_hash)
-        cache_ref = pulumi.Output.concat(args.repository_url, ":", args.service.name, "-", BUILD_CACHE_SUFFIX)
+        registries = [
+            docker_build.RegistryArgs(
+                address=args.repository_url,
+                username=auth.user_name,
+                password=pulumi.Output.secret(auth.password),
+            )
+        ]
+        service = args.service
+        self.ref = self._image(f"{name}-image", args, service.source, service.name, registries)
+        self.candidate_image_ref = None
+        outputs: dict[str, Any] = {"ref": self.ref}
+        if service.candidate is not None:
+            self.candidate_image_ref = self._image(
+                f"{name}-candidate-image", args, service.candidate.source, f"{service.name}-candidate", registries)
+            outputs["candidate_image_ref"] = self.candidate_image_ref
+        self.register_outputs(outputs)
+
+    def _image(self, resource_name: str, args: ModelImageArgs, source: ModelSource, tag_name: str,
+               registries: list[docker_build.RegistryArgs]) -> pulumi.Output[str]:
+        build = model_build(source, args.region)
+        tag = image_tag(tag_name, source.revision, args.source_hash)
+        # One cache per image: two builds exporting max-mode cache to the same ref would overwrite each other.
+        cache_ref = pulumi.Output.concat(args.repository_url, ":", tag_name, "-", BUILD_CACHE_SUFFIX)
+        secrets: dict[str, pulumi.Input[str]] = {}
+        if build.needs_hf_token and args.hf_token is not None:
+            secrets[HF_TOKEN_SECRET] = args.hf_token
+        if build.needs_aws and args.aws_credentials:
+            for secret_id in AWS_SECRET_IDS:
+                if args.aws_credentials.get(secret_id):
+                    secrets[secret_id] = pulumi.Output.secret(args.aws_credentials[secret_id])
         image = docker_build.Image(
-            f"{name}-image",
-            # Absolute paths: the provider runs with infra/ as its working directory.
-            context=docker_build.BuildContextArgs(location=args.context),
+            resource_name,
+            # Absolute paths: the provider runs with infra/ as its working directory. A local checkpoint is its own
+            # named context, so only that directory is sent, never the repository around it.
+            context=docker_build.BuildContextArgs(
+                location=args.context,
+                named={key: docker_build.ContextArgs(location=path) for key, path in build.named_contexts.items()}
+                or None,
+            ),
             dockerfile=docker_build.DockerfileArgs(location=args.dockerfile),
             platforms=[docker_build.Platform.LINUX_AMD64],
-            build_args={"MODEL_ID": args.service.model_id, "MODEL_REVISION": args.service.model_revision},
+            build_args=build.build_args,
+            # Tokens and credentials: BuildKit secrets, mounted for the bake step only; never a build arg, an ENV,
+            # a layer or the image history. The provider keeps them as secret outputs in the state.
+            secrets=secrets or None,
+            # Session credentials change on every run; the weights they fetch are pinned by the tag and build args.
+            ignore_secrets_in_diff_calculation=sorted(secrets) or None,
             # Tags must carry the registry host or the push goes to docker.io (pulumi-docker-build #241).
             tags=[pulumi.Output.concat(args.repository_url, ":", tag)],
             push=True,
-            registries=[
-                docker_build.RegistryArgs(
-                    address=args.repository_url,
-                    username=auth.user_name,
-                    password=pulumi.Output.secret(auth.password),
-                )
-            ],
+            registries=registries,
             cache_from=[docker_build.CacheFromArgs(registry=docker_build.CacheFromRegistryArgs(ref=cache_ref))],
             # ECR only accepts cache manifests as OCI image manifests (docker-build "ECR cache" example).
             cache_to=[
@@ -195,5 +278,4 @@ class ModelImage(pulumi.ComponentResource):
             build_on_preview=args.build_on_preview,
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.ref = image.ref
-        self.register_outputs({"ref": self.ref})
+        return image.ref

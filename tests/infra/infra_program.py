@@ -74,13 +74,15 @@ class ProgramRun:
         return found[0]
 
 
-def run_program(stack: str, overrides: dict[str, str] | None = None, *, preview: bool = False) -> ProgramRun:
-    """Run infra/__main__.py under mocks with the stack file's config (plus `overrides`), from infra/ as the
-    working directory, as `pulumi up` (or, with `preview`, `pulumi preview` of a new stack) would."""
-    config = {**operated_config(stack), **(overrides or {})}
+def run_program(stack: str, overrides: dict[str, str] | None = None, *, preview: bool = False,
+                secrets: dict[str, str] | None = None) -> ProgramRun:
+    """Run infra/__main__.py under mocks with the stack file's config (plus `overrides`, and `secrets` as values
+    set with `pulumi config set --secret`), from infra/ as the working directory, as `pulumi up` (or, with
+    `preview`, `pulumi preview` of a new stack) would."""
+    config = {**operated_config(stack), **(overrides or {}), **(secrets or {})}
     mocks = RecordingMocks(preview=preview)
     pulumi.runtime.set_mocks(mocks, project="mlapi", stack=stack, preview=preview, monitor=NoReferencesMonitor(mocks))
-    pulumi.runtime.set_all_config(config)
+    pulumi.runtime.set_all_config(config, sorted(secrets or {}))
     outputs: dict[str, Any] = {}
 
     # runpy inside the test function: in setUp it breaks with "attached to a different loop" (pulumi #6561).

@@ -29,7 +29,9 @@ def test_build_accepts_dev_stack_file(dev_raw: dict[str, Any]) -> None:
     assert cfg.platform == "eks"
     assert [(s.name, s.path_prefix) for s in cfg.services] == [("sentiment", "/project"), ("semantic", "/lab")]
     sentiment = cfg.services[0]
-    assert sentiment.model_id == "distilbert-base-uncased-finetuned-sst-2-english"
+    assert sentiment.model_id == "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
+    assert sentiment.source.kind == "hub"
+    assert sentiment.model_revision == "714eb0fa89d2f80546fda750413ed43d93601a13"
     assert (sentiment.cpu_millicores, sentiment.memory_mib, sentiment.intra_op_threads) == (1000, 1536, None)
     assert cfg.tags() == {"stack": "dev", "service": "mlapi", "managed-by": "pulumi"}
 
@@ -159,12 +161,14 @@ def test_lifecycle_policy_keeps_last_images_and_expires_untagged() -> None:
 def test_candidate_is_parsed_and_its_keys_are_checked() -> None:
     """`services[].candidate` names the model version rolled out beside the live one; a typo names its key."""
     from infra.config import CandidateModel, ConfigError, _service
+    from infra.model_source import ModelSource
 
-    base = {"name": "sentiment", "modelId": "org/model", "pathPrefix": "/sentiment"}
+    base = {"name": "sentiment", "modelId": "org/model", "modelRevision": "b" * 40, "pathPrefix": "/sentiment"}
     assert _service(0, base).candidate is None
     svc = _service(0, {**base, "candidate": {"modelId": "org/model-v2", "modelRevision": "a" * 40}})
-    assert svc.candidate == CandidateModel(model_id="org/model-v2", model_revision="a" * 40)
+    assert svc.candidate == CandidateModel(model_id="org/model-v2", model_revision="a" * 40,
+                                           source=ModelSource("hub", "org/model-v2", "a" * 40))
     with pytest.raises(ConfigError, match=r"mlapi:services\[0\]\.candidate\.modelRevison: unknown key \(did you mean"):
         _service(0, {**base, "candidate": {"modelId": "x", "modelRevison": "y"}})
     with pytest.raises(ConfigError, match=r"mlapi:services\[0\]\.candidate\.modelRevision: is required"):
-        _service(0, {**base, "candidate": {"modelId": "x"}})
+        _service(0, {**base, "candidate": {"modelId": "org/model-v2"}})

@@ -9,17 +9,17 @@ import pytest
 from infra_program import REPO, ProgramRun
 
 from infra import versions
-from infra.config import DEFAULTS, SERVICE_DEFAULTS
+from infra.config import DEFAULTS, SECRET_CONFIG_KEYS, SERVICE_DEFAULTS
 
 DOC = (REPO / "docs" / "deploy.md").read_text()
 
 
 def test_every_config_key_the_doc_names_exists_and_every_key_is_documented() -> None:
     named = set(re.findall(r"mlapi:([A-Za-z]+)", DOC))
-    assert named <= {*DEFAULTS, "services"}
+    assert named <= {*DEFAULTS, "services", *SECRET_CONFIG_KEYS}
     table = {m for m in re.findall(r"^\| `mlapi:([A-Za-z]+)`", DOC, flags=re.M)}
-    assert {*DEFAULTS, "services"} <= table
-    for field in SERVICE_DEFAULTS:
+    assert {*DEFAULTS, "services", *SECRET_CONFIG_KEYS} <= table
+    for field in (*SERVICE_DEFAULTS, "modelId", "modelRevision", "candidate"):
         assert f"`{field}`" in DOC, field
 
 

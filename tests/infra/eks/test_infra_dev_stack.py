@@ -67,8 +67,12 @@ def test_declare_one_amd64_image_per_service_pushed_to_ecr(dev: ProgramRun) -> N
     images = {r.name: r.inputs for r in dev.of_type("docker-build:index:Image")}
     assert set(images) == {"image-sentiment-image", "image-semantic-image"}
     sentiment = images["image-sentiment-image"]
-    assert sentiment["buildArgs"] == {"MODEL_ID": "distilbert-base-uncased-finetuned-sst-2-english",
-                                      "MODEL_REVISION": "714eb0fa89d2f80546fda750413ed43d93601a13"}
+    assert sentiment["buildArgs"] == {"MODEL_ID": "distilbert/distilbert-base-uncased-finetuned-sst-2-english",
+                                      "MODEL_REVISION": "714eb0fa89d2f80546fda750413ed43d93601a13",
+                                      "MODEL_FINGERPRINT": "714eb0fa89d2f80546fda750413ed43d93601a13"}
+    # A public hub model with no token configured: no secrets, and only the repository is sent.
+    assert "secrets" not in sentiment
+    assert not sentiment["context"].get("named")
     assert sentiment["platforms"] == ["linux/amd64"]
     assert sentiment["push"] is True
     assert sentiment["buildOnPreview"] is False
