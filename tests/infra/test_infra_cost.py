@@ -172,7 +172,7 @@ def test_cost_rule_price_follows_node_families() -> None:
 def test_fargate_dashboard_prices_each_service_from_the_table(fargate: ProgramRun) -> None:
     (dashboard,) = fargate.of_type("aws:cloudwatch/dashboard:Dashboard")
     body = json.loads(dashboard.inputs["dashboardBody"])
-    (widget,) = [w for w in body["widgets"] if w["properties"]["title"].startswith("Cost per 1,000")]
+    (widget,) = [w for w in body["widgets"] if w["properties"]["title"] == "Cost per 1,000 requests (USD)"]
     expressions = [row[0]["expression"] for row in widget["properties"]["metrics"] if len(row) == 1]
     # sentiment 1 vCPU / 2 GB: 0.04048 + 2 x 0.004445; semantic 0.5 vCPU / 1 GB: 0.02024 + 0.004445.
     assert [e.split(" * ")[1] for e in expressions] == ["0.04937", "0.024685"]
