@@ -94,7 +94,8 @@ def deploy_fargate(cfg: StackConfig, base: Foundation) -> dict[str, Any]:
                                        log_namespace=namespace(cfg.prefix, svc.name)))
     LogMetricFilters(
         "log-metrics",
-        LogMetricsArgs(prefix=cfg.prefix, log_groups={svc.name: logs.log_group_names[svc.name] for svc in cfg.services}),
+        LogMetricsArgs(prefix=cfg.prefix,
+                       log_groups={svc.name: logs.log_group_names[svc.name] for svc in cfg.services}),
     )
     CloudWatchMonitoring(
         "cloudwatch",

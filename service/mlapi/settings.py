@@ -387,6 +387,8 @@ def settings_table() -> str:
             shown = "empty"
         elif isinstance(default, bool):
             shown = f"`{str(default).lower()}`"
+        elif isinstance(default, list):
+            shown = f"`{','.join(str(item) for item in default)}`"
         elif isinstance(default, float) and default.is_integer():
             shown = f"`{int(default)}`"
         else:

@@ -187,7 +187,7 @@ def test_dashboard_prices_each_named_key_per_1000_predictions() -> None:
     assert widget["period"] == 300
     # Five minutes of sentiment (1 vCPU / 2 GB, $0.04937 an hour by infra/cost.py) on 2 tasks: 2 x 0.04937 x
     # 300 / 3600 = $0.0082283. Texts: alice 60 computed + 120 cached, bob 180 computed, other 60 cached: 240
-    # computed. alice caused 1/4 of the computed texts, $0.0020571, over her 180 = $0.0114283 per 1,000; bob 3/4,
+    # computed. alice caused 1/4 of the computed texts, $0.0020571, over her 180 = $0.0114282 per 1,000; bob 3/4,
     # $0.0061713 over 180 = $0.0342847; other computed nothing: $0. The same split as the Prometheus rule.
     price = cost.fargate_task_hour(1024, 2048, cost.PRICES["us-east-1"])
     assert price == pytest.approx(0.04937)
