@@ -72,6 +72,21 @@ def test_uncovered_region_warns_and_gives_no_figure(dev_raw: dict[str, Any]) -> 
     assert "ap-south-2" in warning and "us-east-1" in warning
 
 
+@pytest.mark.parametrize("stack", ["dev", "fargate"])
+def test_the_program_in_an_uncovered_region_warns_and_exports_no_figure(stack: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import pulumi
+
+    warned: list[str] = []
+    monkeypatch.setattr(pulumi, "warn", lambda message, *args, **kwargs: warned.append(str(message)))
+    run = run_program(stack, {"aws:region": "ap-south-2"})
+    exported = run.outputs["estimatedMonthlyCostUsd"]
+    assert (exported["region"], exported["minimum"], exported["maximum"]) == ("ap-south-2", None, None)
+    assert [w for w in warned if w.startswith("estimatedMonthlyCostUsd:")] == [
+        f"estimatedMonthlyCostUsd: {exported['warnings'][0]}"]
+    assert "ap-south-2" in warned[0] and "us-east-1" in warned[0]
+
+
 def test_unpriced_cache_type_is_left_out_with_a_warning(dev_raw: dict[str, Any]) -> None:
     estimate = _estimate(dev_raw, cacheNodeType="cache.x2gd.large")
     assert "redis" not in _items(estimate)
