@@ -5,8 +5,9 @@ Nothing scrapes `/metrics` on Fargate. The service writes each chosen counter's 
 service's log group, and one CloudWatch Logs metric filter per counter turns them into a CloudWatch metric with the
 counter's labels as dimensions (at most three per filter), in a namespace per service (`<prefix>/<service>`).
 
-Why not the embedded metric format: CloudWatch extracts EMF from any log event since January 2023, without the
-`x-amzn-logs-format: json/emf` header the awslogs driver does not send (CloudWatch Logs maintainers, e.g.
+Why not the embedded metric format: CloudWatch extracts EMF from any log event since January 2023 (What's New
+2023-01-31, cited in aws/amazon-cloudwatch-agent#677), without the `x-amzn-logs-format: json/emf` header the
+awslogs driver does not send (CloudWatch Logs maintainers, e.g.
 aws/aws-logging-dotnet#186 and rusoto#1707, 2023-01-31; the PutLogEvents EMF page now calls the header optional),
 but "EMF auto detection is not launched in all AWS regions" (aws/shim-loggers-for-containerd#285, 2025-04), and an
 EMF line must name its namespace and dimensions, which belong to the stack, not to the image. A metric filter works

@@ -73,9 +73,10 @@ class CounterLog:
                 if sample.name in self._counters:
                     yield sample.name, sample.labels, sample.value
 
-    def lines(self) -> list[str]:
-        """One JSON line per series that grew since the previous call (at the first call: since start)."""
+    def _collect(self) -> tuple[list[str], dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
+        """The lines of every series that grew since the last committed values, and the values to commit."""
         out: list[str] = []
+        seen: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         for name, labels, value in self._samples():
             series = (name, tuple(sorted(labels.items())))
             if series not in self._last:
@@ -86,19 +87,28 @@ class CounterLog:
                                     name, self._max_series)
                     continue
                 self._series[name] = self._series.get(name, 0) + 1
-            delta = value - self._last.get(series, 0.0)
-            self._last[series] = value
+                self._last[series] = 0.0
+            seen[series] = value
+            delta = value - self._last[series]
             if delta > 0:
                 number = int(delta) if float(delta).is_integer() else delta
                 out.append(json.dumps({"metric": name, **labels, "value": number}, separators=(",", ":")))
+        return out, seen
+
+    def lines(self) -> list[str]:
+        """One JSON line per series that grew since the previous call (at the first call: since start)."""
+        out, seen = self._collect()
+        self._last.update(seen)
         return out
 
     def write(self) -> int:
-        """Write the lines to stdout, each a log event of its own; returns how many."""
-        lines = self.lines()
+        """Write the lines to stdout, each a log event of its own; returns how many. The values are committed only
+        once written, so a failed write leaves its increases to the next one."""
+        lines, seen = self._collect()
         if lines:
             sys.stdout.write("".join(f"{line}\n" for line in lines))
             sys.stdout.flush()
+        self._last.update(seen)
         return len(lines)
 
 
@@ -107,7 +117,15 @@ async def publish(counter_log: CounterLog, interval_seconds: float) -> None:
     try:
         while True:
             await asyncio.sleep(interval_seconds)
-            counter_log.write()
+            _write(counter_log)
     except asyncio.CancelledError:
-        counter_log.write()
+        _write(counter_log)
         raise
+
+
+def _write(counter_log: CounterLog) -> None:
+    # A closed or full stdout costs these lines, never the server (the increases are kept for the next write).
+    try:
+        counter_log.write()
+    except OSError as exc:
+        log.warning("metrics log not written: %s", exc)

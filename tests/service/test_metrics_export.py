@@ -89,6 +89,55 @@ def test_series_past_the_cap_are_left_out_with_one_warning(caplog: pytest.LogCap
     assert len([r for r in caplog.records if "wide_total" in r.getMessage()]) == 1
 
 
+class _FlakyStdout:
+    """A stdout whose first write fails, as a full pipe would."""
+
+    def __init__(self) -> None:
+        self.failed = False
+        self.text = ""
+
+    def write(self, text: str) -> int:
+        if not self.failed:
+            self.failed = True
+            raise BrokenPipeError("stdout closed")
+        self.text += text
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_failed_write_keeps_its_increases_for_the_next(monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from mlapi import metrics_export
+
+    metrics = Metrics()
+    metrics.count_key_texts("web", [False, False])
+    log = CounterLog(metrics.registry, ["mlapi_key_texts_total"])
+    stdout = _FlakyStdout()
+    monkeypatch.setattr(sys, "stdout", stdout)
+
+    async def run_until_two_writes() -> None:
+        task = asyncio.create_task(metrics_export.publish(log, 0.01))
+        while not stdout.failed:
+            await asyncio.sleep(0.01)
+        metrics.count_key_texts("web", [False])
+        task.cancel()  # the write at cancellation carries what the failed one could not
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    loop = asyncio.new_event_loop()  # not asyncio.run: it would unset the loop later tests in this process use
+    try:
+        with caplog.at_level(logging.WARNING, logger="mlapi.metrics_export"):
+            loop.run_until_complete(run_until_two_writes())
+    finally:
+        loop.close()
+    assert _parsed(stdout.text.splitlines()) == {("web", "computed"): 3}
+    assert any("stdout closed" in r.getMessage() for r in caplog.records)
+
+
 def test_counter_list_setting_splits_and_checks_names() -> None:
     settings = Settings(metrics_log_counters="mlapi_key_texts_total, mlapi_shadow_texts_total,mlapi_key_texts_total")
     assert settings.metrics_log_counters == ["mlapi_key_texts_total", "mlapi_shadow_texts_total"]
