@@ -185,6 +185,8 @@ class OperationsSettings:
     external_secrets_version: str
     alarm_email: str
     edge_rate_limit_per_minute: int | None
+    # API key names the Fargate dashboard prices one by one (config `costDashboardKeys`).
+    cost_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -269,6 +271,7 @@ DEFAULTS: dict[str, Any] = {
     "budgetAlertThresholds": [50, 80, 100],
     "budgetAlertEmails": [],
     "budgetAlertTopicArn": "",
+    "costDashboardKeys": [],
 }
 # No default modelRevision: a hub model must pin a commit, and local and S3 models have none.
 SERVICE_DEFAULTS: dict[str, Any] = {
@@ -677,6 +680,9 @@ def _build_paths(raw: Mapping[str, Any]) -> dict[str, str]:
 
 
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# A key's name as the keys file spells it (service/mlapi/auth/keys.py); the dashboard names it in metric math.
+_KEY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+MAX_COST_KEYS = 50
 
 
 def _operations(raw: Mapping[str, Any]) -> OperationsSettings:
@@ -685,11 +691,20 @@ def _operations(raw: Mapping[str, Any]) -> OperationsSettings:
         raise ConfigError("alarmEmail", f"must be an e-mail address (or empty), got {email!r}")
     # WAF rate-based rules count at least 10 requests per window; Envoy refills at least one token a second.
     per_minute = _int(raw, "edgeRateLimitPerMinute", "edgeRateLimitPerMinute", 60, 10_000_000)
+    cost_keys = _list(raw, "costDashboardKeys")
+    for i, key in enumerate(cost_keys):
+        if not isinstance(key, str) or not _KEY_NAME_RE.match(key):
+            raise ConfigError(f"costDashboardKeys[{i}]", f"must be an API key name as the keys file spells it "
+                              f"(letters, digits, . _ @ -, up to 64), got {key!r}")
+    if len(cost_keys) > MAX_COST_KEYS:
+        # Three metrics and expressions per key and service; a dashboard graph holds 500.
+        raise ConfigError("costDashboardKeys", f"at most {MAX_COST_KEYS} keys, got {len(cost_keys)}")
     return OperationsSettings(
         prometheus_stack_version=_str(raw, "kubePrometheusStackVersion", "kubePrometheusStackVersion", _SEMVER_RE),
         external_secrets_version=_str(raw, "externalSecretsVersion", "externalSecretsVersion", _SEMVER_RE),
         alarm_email=str(email),
         edge_rate_limit_per_minute=per_minute if _bool(raw, "edgeRateLimit", "edgeRateLimit") else None,
+        cost_keys=tuple(dict.fromkeys(cost_keys)),
     )
 
 
@@ -737,7 +752,8 @@ def _retention(raw: Mapping[str, Any]) -> int:
 
 
 _STRUCTURED_KEYS = ("services", "apiPublicAccessCidrs", "clusterAdminArns", "nodeInstanceFamilies",
-                    "nodeInstanceCpus", "budgetAlertThresholds", "budgetAlertEmails")
+                    "nodeInstanceCpus", "budgetAlertThresholds", "budgetAlertEmails",
+                    "costDashboardKeys")
 
 
 def load() -> StackConfig:

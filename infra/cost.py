@@ -19,15 +19,25 @@ from infra.capacity import PodRequests, cluster_requests, load_at_max, smallest_
 from infra.config import ModelService, StackConfig
 
 HOURS_PER_MONTH = 730  # the convention of the AWS Pricing Calculator
-PRICES_AS_OF = "2026-12-01"
+PRICES_AS_OF = "2026-12-05"  # the day each price below was checked against the sources named beside it
 PRICE_SOURCES = (
-    "EC2 On-Demand Linux prices (aws.amazon.com/ec2/pricing/on-demand), us-east-1, read 2026-12",
-    "Amazon EKS pricing (aws.amazon.com/eks/pricing): cluster $0.10/h in standard support",
-    "EKS Auto Mode fee: about 12% of the instance's On-Demand price (EKS pricing page; restated by factualminds.com "
-    "'Amazon EKS Pricing' 2026-06-13 and cloudburn.io 'Amazon EKS Pricing' 2026-03); AWS lists a fee per instance "
-    "type, which this table approximates at 12% and does not confirm type by type",
-    "Amazon VPC pricing (NAT gateway), Elastic Load Balancing pricing (NLB, ALB), ElastiCache pricing (on-demand "
-    "nodes, Redis OSS), CloudWatch pricing (Logs, Standard tier), AWS Fargate pricing (Linux/x86)",
+    "EC2 On-Demand Linux, us-east-1: m5/m6i.xlarge $0.192, m7i.xlarge $0.2016 (c3x.dev 'm5 vs m6i vs m7i', 2026); "
+    "c5/c6i.xlarge $0.17, c7i.xlarge $0.1785, c6a.xlarge $0.153, r5/r6i.xlarge $0.252 (public price tables in code, "
+    "2026); m6a, r6a, r7i not confirmed",
+    "Amazon EKS: cluster $0.10/h in standard support (factualminds.com 'Amazon EKS Pricing' 2026-06-13; cloudburn.io "
+    "2026-04-01)",
+    "EKS Auto Mode fee: AWS lists one per instance type (AmazonEKS Price List, eksproducttype AutoMode: "
+    "vantage-sh/ec2instances.info#968, 2026-07); about 12% of the On-Demand price (factualminds.com 2026-06-13, "
+    "awslabs/eks-node-viewer#368); approximated here at 12%, not confirmed type by type",
+    "NAT gateway $0.045/h and $0.045/GB in us-east-1 and us-east-2 (rajesh.medampudi.com, basavytix.com, cloudburn.io "
+    "2026-02-24)",
+    "NLB and ALB $0.0225/h; $0.006/NLCU-h, $0.008/LCU-h (awsnegotiations.com 'Elastic Load Balancer Cost', 2026-05)",
+    "ElastiCache on-demand nodes, Redis OSS engine: the AWS Price List API as transcribed by a public cost tool "
+    "(AmazonElastiCache, NodeUsage, us-east-1, read 2026-10-02); Valkey nodes list at 0.8x",
+    "CloudWatch Logs $0.50/GB ingested, $0.03/GB-month stored; custom metrics $0.30 each a month (hivebook.wiki, "
+    "signoz.io 2026-02-15, factualminds.com 2026-06-13)",
+    "AWS Fargate Linux/x86 $0.04048 per vCPU-hour, $0.004445 per GB-hour (vantage.sh; wring.co 2026-03-10; "
+    "factualminds.com 2026-06-17)",
 )
 
 
@@ -53,7 +63,8 @@ class PriceTable:
 
 
 _US_EAST_1 = PriceTable(
-    # e.g. c7i.xlarge $0.1785/h = 4 x 0.044625; m7i.xlarge $0.2016/h; c6i.xlarge $0.17/h; m6i.xlarge $0.192/h.
+    # Per vCPU-hour = the xlarge price / 4: c7i.xlarge $0.1785 = 4 x 0.044625; m7i.xlarge $0.2016; c6i.xlarge $0.17;
+    # m6i.xlarge $0.192 (PRICE_SOURCES, checked 2026-12-05; m6a, r6a and r7i unconfirmed).
     ec2_vcpu_hour={
         "c5": 0.0425, "c6i": 0.0425, "c6a": 0.03825, "c7i": 0.044625,
         "m5": 0.048, "m6i": 0.048, "m6a": 0.0432, "m7i": 0.0504,
@@ -78,7 +89,8 @@ _US_EAST_1 = PriceTable(
     fargate_vcpu_hour=0.04048,
     fargate_gb_hour=0.004445,
 )
-# us-east-2 and us-west-2 list the same prices as us-east-1 for every item in the table.
+# us-east-2 and us-west-2 have listed the same prices as us-east-1 for these items; checked for NAT (us-east-2) on
+# 2026-12-05, the rest is the long-standing pattern, not re-checked item by item.
 PRICES: dict[str, PriceTable] = {"us-east-1": _US_EAST_1, "us-east-2": _US_EAST_1, "us-west-2": _US_EAST_1}
 
 

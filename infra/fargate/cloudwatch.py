@@ -4,7 +4,9 @@ The ALB publishes per target group (namespace AWS/ApplicationELB, dimensions Loa
 service (AWS/ECS: CPUUtilization, MemoryUtilization) and Container Insights the task counts (ECS/ContainerInsights:
 RunningTaskCount, DesiredTaskCount), both with ClusterName + ServiceName. The alarms hold the same SLOs as the
 Prometheus rules of the EKS platform (monitoring/prometheus/alerts.yaml): 5xx share, p99 latency, targets not
-healthy, running at the scaling ceiling. They notify an SNS topic when `mlapi:alarmEmail` is set.
+healthy, running at the scaling ceiling. They notify an SNS topic when `mlapi:alarmEmail` is set. Cost: per 1,000
+requests per service from the task price (infra/cost.py), and per key and per 1,000 predictions per key from the
+service's own per-key counts, which reach CloudWatch as log metrics (infra/fargate/log_metrics.py).
 
 The topic is encrypted with a customer-managed KMS key whose policy lets CloudWatch use it: the AWS-managed
 `alias/aws/sns` key admits no service principal, so alarms could not publish to a topic under it (CloudWatch user
@@ -20,6 +22,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from infra.fargate.log_metrics import LOG_METRICS
+
 # The SLOs of monitoring/prometheus/alerts.yaml, restated for ALB metrics.
 ERROR_RATE_PERCENT = 5.0  # MlapiHighErrorRate: more than 5% of answers 5xx over 5 minutes
 LATENCY_P99_SECONDS = 1.0  # MlapiLatencyP99OverSLO: p99 over 1 s for 10 minutes
@@ -27,6 +31,7 @@ NOT_READY_MINUTES = 10  # MlapiPodsNotReady: unhealthy targets for 10 minutes
 AT_MAX_MINUTES = 15  # MlapiHpaAtMax: at the maximum task count for 15 minutes
 SATURATION_PERCENT = 90.0  # CPU or memory this high, this long, means scaling is not keeping up
 PERIOD = 60
+KEY_TEXTS = LOG_METRICS[0].counter  # mlapi_key_texts_total: texts answered per key, computed or cached
 
 
 def alarm_key_policy(account_id: str) -> str:
@@ -64,8 +69,10 @@ class ServiceMetrics:
     target_group: pulumi.Input[str]
     ecs_service: pulumi.Input[str]
     max_tasks: int
-    # USD an hour of one task (infra/cost.py); None leaves the service out of the cost widget.
+    # USD an hour of one task (infra/cost.py); None leaves the service out of the cost widgets.
     task_hour_usd: float | None = None
+    # Namespace of the service's log metrics (infra/fargate/log_metrics.py); None: no per-key widgets.
+    log_namespace: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,8 @@ class CloudWatchArgs:
     services: list[ServiceMetrics]
     alarm_email: str
     tags: dict[str, str]
+    # API key names priced one by one on the dashboard, beside `other` (config `costDashboardKeys`).
+    cost_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,17 +96,18 @@ class _Resolved:
     target_group: str
     ecs_service: str
     task_hour_usd: float | None = None
+    log_namespace: str | None = None
 
 
 def _widget(title: str, metrics: list[list[Any]], region: str, position: tuple[int, int],
-            stat: str = "Sum", unit_label: str = "") -> dict[str, Any]:
+            stat: str = "Sum", unit_label: str = "", period: int = PERIOD) -> dict[str, Any]:
     x, y = position
     properties: dict[str, Any] = {
         "title": title,
         "view": "timeSeries",
         "stacked": False,
         "region": region,
-        "period": PERIOD,
+        "period": period,
         "stat": stat,
         "metrics": metrics,
     }
@@ -106,8 +116,10 @@ def _widget(title: str, metrics: list[list[Any]], region: str, position: tuple[i
     return {"type": "metric", "x": x, "y": y, "width": 12, "height": 6, "properties": properties}
 
 
-def dashboard_body(region: str, load_balancer: str, cluster: str, services: list[_Resolved]) -> dict[str, Any]:
-    """The dashboard: ALB traffic, errors, latency and health per target group; ECS load and task counts."""
+def dashboard_body(region: str, load_balancer: str, cluster: str, services: list[_Resolved],
+                   cost_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The dashboard: ALB traffic, errors, latency and health per target group; ECS load and task counts; what a
+    request, a key and a prediction cost."""
     alb = "AWS/ApplicationELB"
 
     def per_tg(metric: str, **options: str) -> list[list[Any]]:
@@ -154,14 +166,24 @@ def dashboard_body(region: str, load_balancer: str, cluster: str, services: list
     cost = _cost_rows(alb, load_balancer, cluster, services)
     if cost:
         widgets.append(_widget("Cost per 1,000 requests (USD)", cost, region, (0, 24), unit_label="USD"))
+    logged = [s for s in services if s.log_namespace]
+    if logged:
+        widgets.append(_widget("Predictions per key (texts answered)", _prediction_rows(logged), region, (12, 24),
+                               period=KEY_PERIOD))
+    priced = [s for s in logged if s.task_hour_usd is not None]
+    if priced:
+        widgets.append(_widget("Cost per key (USD)", _key_cost_rows(cluster, priced), region, (0, 30),
+                               unit_label="USD", period=KEY_PERIOD))
+        widgets.append(_widget("Cost per 1,000 predictions per key (USD)", _key_unit_cost_rows(cluster, priced,
+                               cost_keys), region, (12, 30), unit_label="USD", period=KEY_PERIOD))
     return {"start": "-PT3H", "periodOverride": "inherit", "widgets": widgets}
 
 
 def _cost_rows(alb: str, load_balancer: str, cluster: str, services: list[_Resolved]) -> list[list[Any]]:
     """Metric math per service: running tasks x task price over the period, per 1,000 ALB requests in it.
 
-    mlapi's own per-key text counts are Prometheus metrics, which the Fargate platform does not collect, so this
-    is per service and per request (a request carries up to MLAPI_MAX_BATCH texts)."""
+    Per service and per request (a request carries up to MLAPI_MAX_BATCH texts); per key and per prediction, from
+    the service's own counts, in the widgets below."""
     rows: list[list[Any]] = []
     for i, s in enumerate(services):
         if s.task_hour_usd is None:
@@ -172,6 +194,62 @@ def _cost_rows(alb: str, load_balancer: str, cluster: str, services: list[_Resol
                      {"id": f"requests{i}", "stat": "Sum", "visible": False}])
         expression = f"tasks{i} * {s.task_hour_usd:.6g} * PERIOD(tasks{i}) / 3600 / requests{i} * 1000"
         rows.append([{"id": f"cost{i}", "label": s.name, "expression": expression}])
+    return rows
+
+
+# The service writes its counters every LOG_INTERVAL_SECONDS; a point of five minutes holds five writes per task,
+# so where a write falls within a minute does not show as noise.
+KEY_PERIOD = 300
+
+
+def _search(namespace: str, source: str | None = None) -> str:
+    """SEARCH over every key's series of one service's `mlapi_key_texts_total` (optionally one source)."""
+    where = f' source="{source}"' if source else ""
+    return (f"SEARCH('{{\"{namespace}\",key,source}} MetricName=\"{KEY_TEXTS}\"{where}', 'Sum', {KEY_PERIOD})")
+
+
+def _service_cost_rows(cluster: str, i: int, s: _Resolved) -> list[list[Any]]:
+    """Hidden rows of one service: its running tasks, its cost over the period, every key's computed texts."""
+    return [
+        ["ECS/ContainerInsights", "RunningTaskCount", "ClusterName", cluster, "ServiceName", s.ecs_service,
+         {"id": f"tasks{i}", "stat": "Average", "visible": False}],
+        [{"id": f"cost{i}", "expression": f"tasks{i} * {s.task_hour_usd:.6g} * PERIOD(tasks{i}) / 3600",
+          "visible": False}],
+        [{"id": f"computed{i}", "expression": _search(str(s.log_namespace), "computed"), "visible": False}],
+    ]
+
+
+def _prediction_rows(services: list[_Resolved]) -> list[list[Any]]:
+    """Texts answered per key and source, every key the service has given a series (no configuration)."""
+    return [[{"id": f"texts{i}", "label": s.name, "expression": _search(str(s.log_namespace))}]
+            for i, s in enumerate(services)]
+
+
+def _key_cost_rows(cluster: str, services: list[_Resolved]) -> list[list[Any]]:
+    """Each key's share of its service's task cost: the share of the texts the model computed for it (a cached
+    text costs a Redis read), as monitoring/prometheus/alerts.yaml does. Every key, no configuration."""
+    rows: list[list[Any]] = []
+    for i, s in enumerate(services):
+        rows += _service_cost_rows(cluster, i, s)
+        rows.append([{"id": f"usd{i}", "label": s.name, "expression": f"computed{i} * cost{i} / SUM(computed{i})"}])
+    return rows
+
+
+def _key_unit_cost_rows(cluster: str, services: list[_Resolved], keys: tuple[str, ...]) -> list[list[Any]]:
+    """Cost per 1,000 predictions of each named key: its share of the task cost over all the texts it was answered.
+
+    Metric math cannot divide one SEARCH's series by another's key by key (arithmetic takes an array and a single
+    series, never two arrays: CloudWatch "Metric math syntax and functions"), so each key is its own pair of
+    metrics: `other` always, and the keys named in `costDashboardKeys`."""
+    rows: list[list[Any]] = []
+    for i, s in enumerate(services):
+        rows += _service_cost_rows(cluster, i, s)
+        for j, key in enumerate(dict.fromkeys(("other", *keys))):
+            for source, prefix in (("computed", "c"), ("cached", "h")):
+                rows.append([s.log_namespace, KEY_TEXTS, "key", key, "source", source,
+                             {"id": f"{prefix}{i}_{j}", "stat": "Sum", "visible": False}])
+            rows.append([{"id": f"unit{i}_{j}", "label": f"{s.name} {key}",
+                          "expression": f"c{i}_{j} * cost{i} / SUM(computed{i}) / (c{i}_{j} + h{i}_{j}) * 1000"}])
     return rows
 
 
@@ -216,6 +294,7 @@ class CloudWatchMonitoring(pulumi.ComponentResource):
 
         names = [s.name for s in args.services]
         prices = [s.task_hour_usd for s in args.services]
+        namespaces = [s.log_namespace for s in args.services]
         body = pulumi.Output.all(
             args.load_balancer,
             args.cluster_name,
@@ -225,7 +304,9 @@ class CloudWatchMonitoring(pulumi.ComponentResource):
             lambda v: json.dumps(
                 dashboard_body(
                     args.region, v[0], v[1],
-                    [_Resolved(n, tg, svc, p) for n, tg, svc, p in zip(names, v[2], v[3], prices, strict=True)],
+                    [_Resolved(n, tg, svc, p, ns)
+                     for n, tg, svc, p, ns in zip(names, v[2], v[3], prices, namespaces, strict=True)],
+                    args.cost_keys,
                 )
             )
         )

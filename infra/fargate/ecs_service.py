@@ -15,6 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.config import ModelService
+from infra.fargate.log_metrics import metrics_log_env
 from infra.shared.api_keys import ecs_secret
 from infra.shared.container_env import CONTAINER_PORT, health_path, model_env
 from infra.timeouts import Timeouts
@@ -90,7 +91,9 @@ def container_definitions(
             "user": RUN_AS,
             "readonlyRootFilesystem": True,
             "portMappings": [{"containerPort": CONTAINER_PORT, "protocol": "tcp", "name": "http"}],
-            "environment": [{"name": k, "value": v} for k, v in model_env(service, timeouts).items()],
+            # Nothing scrapes /metrics here: the service logs its counters' increases for the metric filters.
+            "environment": [{"name": k, "value": v}
+                            for k, v in {**model_env(service, timeouts), **metrics_log_env()}.items()],
             "secrets": [{"name": "MLAPI_REDIS_URL", "valueFrom": secret_arn}]
             + ([ecs_secret(keys_secret_arn)] if keys_secret_arn else []),
             "mountPoints": [{"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}],

@@ -13,6 +13,7 @@ from infra.fargate.cloudwatch import CloudWatchArgs, CloudWatchMonitoring, Servi
 from infra.fargate.ecs_cluster import EcsCluster, EcsClusterArgs
 from infra.fargate.ecs_service import EcsService, EcsServiceArgs
 from infra.fargate.load_balancer import LoadBalancer, LoadBalancerArgs
+from infra.fargate.log_metrics import LogMetricFilters, LogMetricsArgs, namespace
 from infra.shared.api_keys import ApiKeysSecret, ApiKeysSecretArgs
 from infra.shared.container_env import CONTAINER_PORT
 from infra.shared.edge import AlbEdge, AlbEdgeArgs
@@ -89,12 +90,18 @@ def deploy_fargate(cfg: StackConfig, base: Foundation) -> dict[str, Any]:
         )
         services.append(ServiceMetrics(name=svc.name, target_group=service.target_group_arn_suffix,
                                        ecs_service=service.service_name, max_tasks=svc.max_replicas,
-                                       task_hour_usd=cost.fargate_task_usd(cfg, svc)))
+                                       task_hour_usd=cost.fargate_task_usd(cfg, svc),
+                                       log_namespace=namespace(cfg.prefix, svc.name)))
+    LogMetricFilters(
+        "log-metrics",
+        LogMetricsArgs(prefix=cfg.prefix,
+                       log_groups={svc.name: logs.log_group_names[svc.name] for svc in cfg.services}),
+    )
     CloudWatchMonitoring(
         "cloudwatch",
         CloudWatchArgs(dashboard_name=cfg.prefix, region=cfg.region, load_balancer=alb.arn_suffix,
                        cluster_name=ecs.cluster_name, services=services, alarm_email=cfg.operations.alarm_email,
-                       tags=tags),
+                       tags=tags, cost_keys=cfg.operations.cost_keys),
     )
     AlbEdge(
         "edge",

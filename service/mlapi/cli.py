@@ -73,9 +73,16 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
 
     from mlapi.api.app import create_app
+    from mlapi.metrics_export import MetricsLogError
     from mlapi.server import serve
 
-    serve(create_app(settings), settings, sock)
+    try:
+        app = create_app(settings)
+    except MetricsLogError as exc:
+        sock.close()
+        print(f"invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    serve(app, settings, sock)
     return 0
 
 

@@ -21,6 +21,7 @@ from mlapi.engine.shaping import worker_plan
 
 BackendName = Literal["onnx", "torch"]
 _PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
+_COUNTER_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*_total$")
 
 
 class Settings(BaseSettings):
@@ -241,6 +242,23 @@ class Settings(BaseSettings):
         description="bucket size in seconds of rate: how far a client may burst above its rate",
     )
 
+    metrics_log_interval_seconds: float = Field(
+        0.0, ge=0.0, le=3600.0,
+        description=(
+            "every this many seconds, write to stdout one JSON line per series of `MLAPI_METRICS_LOG_COUNTERS` that "
+            "grew, with its increase (`{\"metric\": ..., labels..., \"value\": n}`), and once more at shutdown; "
+            "`0` = off. For platforms that ship logs but do not scrape `/metrics`: the Fargate stack sets 60, and "
+            "CloudWatch Logs metric filters turn the lines into per-key metrics"
+        ),
+    )
+    metrics_log_counters: Annotated[list[str], NoDecode] = Field(
+        ["mlapi_key_texts_total"],
+        description=(
+            "the Prometheus counters (by their `_total` name, comma-separated) whose increases "
+            "`MLAPI_METRICS_LOG_INTERVAL_SECONDS` writes; a name the server does not export stops it at start"
+        ),
+    )
+
     @field_validator("path_prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
@@ -255,6 +273,21 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("metrics_log_counters", mode="before")
+    @classmethod
+    def _split_counters(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("metrics_log_counters")
+    @classmethod
+    def _check_counters(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _COUNTER_RE.match(name):
+                raise ValueError(f"{name!r} is not a counter name: letters, digits and _, ending in _total")
+        return list(dict.fromkeys(value))
 
     @field_validator("redis_url")
     @classmethod
@@ -354,6 +387,8 @@ def settings_table() -> str:
             shown = "empty"
         elif isinstance(default, bool):
             shown = f"`{str(default).lower()}`"
+        elif isinstance(default, list):
+            shown = f"`{','.join(str(item) for item in default)}`"
         elif isinstance(default, float) and default.is_integer():
             shown = f"`{int(default)}`"
         else:

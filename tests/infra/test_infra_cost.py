@@ -72,6 +72,21 @@ def test_uncovered_region_warns_and_gives_no_figure(dev_raw: dict[str, Any]) -> 
     assert "ap-south-2" in warning and "us-east-1" in warning
 
 
+@pytest.mark.parametrize("stack", ["dev", "fargate"])
+def test_the_program_in_an_uncovered_region_warns_and_exports_no_figure(stack: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import pulumi
+
+    warned: list[str] = []
+    monkeypatch.setattr(pulumi, "warn", lambda message, *args, **kwargs: warned.append(str(message)))
+    run = run_program(stack, {"aws:region": "ap-south-2"})
+    exported = run.outputs["estimatedMonthlyCostUsd"]
+    assert (exported["region"], exported["minimum"], exported["maximum"]) == ("ap-south-2", None, None)
+    assert [w for w in warned if w.startswith("estimatedMonthlyCostUsd:")] == [
+        f"estimatedMonthlyCostUsd: {exported['warnings'][0]}"]
+    assert "ap-south-2" in warned[0] and "us-east-1" in warned[0]
+
+
 def test_unpriced_cache_type_is_left_out_with_a_warning(dev_raw: dict[str, Any]) -> None:
     estimate = _estimate(dev_raw, cacheNodeType="cache.x2gd.large")
     assert "redis" not in _items(estimate)
@@ -172,7 +187,7 @@ def test_cost_rule_price_follows_node_families() -> None:
 def test_fargate_dashboard_prices_each_service_from_the_table(fargate: ProgramRun) -> None:
     (dashboard,) = fargate.of_type("aws:cloudwatch/dashboard:Dashboard")
     body = json.loads(dashboard.inputs["dashboardBody"])
-    (widget,) = [w for w in body["widgets"] if w["properties"]["title"].startswith("Cost per 1,000")]
+    (widget,) = [w for w in body["widgets"] if w["properties"]["title"] == "Cost per 1,000 requests (USD)"]
     expressions = [row[0]["expression"] for row in widget["properties"]["metrics"] if len(row) == 1]
     # sentiment 1 vCPU / 2 GB: 0.04048 + 2 x 0.004445; semantic 0.5 vCPU / 1 GB: 0.02024 + 0.004445.
     assert [e.split(" * ")[1] for e in expressions] == ["0.04937", "0.024685"]

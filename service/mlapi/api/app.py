@@ -7,6 +7,7 @@ loads (Kubernetes startup probes and Fargate health checks see the truth) and 20
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +27,7 @@ from mlapi.auth.access import AccessControl, AccessMiddleware, document_access
 from mlapi.engine.cache import Cache, MemoryCache, NullCache, RedisCache, TieredCache
 from mlapi.engine.predictor import Predictor
 from mlapi.metrics import Metrics
+from mlapi.metrics_export import CounterLog, publish
 from mlapi.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     access = AccessControl(settings, metrics.registry)  # closed by the lifespan below
     if access.keys is not None:
         metrics.prime_keys(key.name for key in access.keys.keys)
+    # Checked here, before the server listens: a counter it cannot write stops the start, naming the setting.
+    counter_log = (CounterLog(metrics.registry, settings.metrics_log_counters)
+                   if settings.metrics_log_interval_seconds > 0 else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -77,12 +82,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.cache = cache
         app.state.predictor = predictor
         loading = asyncio.create_task(predictor.load(), name="model-load")
+        publishing = (asyncio.create_task(publish(counter_log, settings.metrics_log_interval_seconds),
+                                          name="metrics-log") if counter_log is not None else None)
         try:
             yield
         finally:
             app.state.draining = True
             await loading
             await predictor.close()
+            if publishing is not None:  # after the drain, so the last line counts the last answers
+                publishing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await publishing
             await cache.close()
             await access.limiter.close()
             log.info("stopped cleanly: queued work drained, cache closed")
