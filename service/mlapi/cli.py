@@ -170,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mlapi` console script."""
     args = build_parser().parse_args(argv)
     if args.command == "bake":
-        # Bake's own progress lines only; the libraries it drives log at INFO about their internals.
-        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+        # Bake's own progress lines only, on stdout (stderr is for the one line saying why a bake failed); the
+        # libraries it drives log at INFO about their internals.
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
+                            stream=sys.stdout)
         logging.getLogger("mlapi").setLevel(logging.INFO)
     else:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

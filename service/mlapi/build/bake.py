@@ -8,6 +8,7 @@ network and no torch, and its manifest says exactly which weights it was baked f
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -104,19 +105,20 @@ def quiet_libraries() -> None:
     """Keep bake's log to its own progress lines: silence ONNX Runtime, torch's exporter and transformers.
 
     The optimizer's INFO lines, the tracer's warnings and the progress bars say nothing the person baking can act
-    on; bake's own lines (and its warnings) say what happened.
+    on; bake's own lines (and its warnings) say what happened. Call it before transformers is imported: the
+    variables are read at import, and importing the libraries here would slow a bake that fails on its SOURCE.
     """
     import warnings
 
     warnings.filterwarnings("ignore")
-    import onnxruntime
-    import transformers
-    from huggingface_hub.utils import disable_progress_bars
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    global _QUIET_ONNXRUNTIME
+    _QUIET_ONNXRUNTIME = True
 
-    onnxruntime.set_default_logger_severity(3)
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    disable_progress_bars()
+
+_QUIET_ONNXRUNTIME = False
 
 
 def bake(source: str | None, out: Path, revision: str | None = None, onnx_only: bool = False,
@@ -148,6 +150,10 @@ def _bake_checkpoint(source: str, checkpoint: Path, origin: Origin, out: Path, r
     from mlapi.build.quantize import choose_int8
 
     info = inspect_source(checkpoint, source)
+    if _QUIET_ONNXRUNTIME:
+        import onnxruntime
+
+        onnxruntime.set_default_logger_severity(3)  # errors only: its C++ logger ignores Python's logging
     log.info("baking %s: %s, max length %d", source, info.task, info.max_length)
 
     staging = Path(tempfile.mkdtemp(prefix=".bake-", dir=out.parent))

@@ -183,6 +183,8 @@ def hub_error_message(model_id: str, revision: str | None, token: str | None, ex
     )
 
     at = f" at revision {revision}" if revision else ""
+    if isinstance(exc, LocalEntryNotFoundError) and isinstance(exc.__cause__, HfHubHTTPError):
+        exc = exc.__cause__  # the hub answered with an error, and the local cache had nothing to fall back on
     status = getattr(getattr(exc, "response", None), "status_code", None)
     if isinstance(exc, GatedRepoError):
         return (f"hub model {model_id} is gated: accept its terms on its hub page, then set HF_TOKEN to a token of "
