@@ -155,15 +155,20 @@ def test_bake_from_s3_records_each_object_version_and_etag(s3_upload, tmp_path, 
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bake-")]  # the download went too
 
 
+@pytest.mark.parametrize("endpoint_variable", ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"])
 def test_s3_fetch_of_an_unversioned_bucket_records_etags_and_downloads_the_exact_files(
-        s3_upload, tmp_path, moto_server, checkpoint, monkeypatch) -> None:
+        s3_upload, tmp_path, moto_server, checkpoint, monkeypatch, endpoint_variable) -> None:
+    bucket = f"plain-models-{endpoint_variable.lower().replace('_', '-')}"
     s3 = moto_server.client()
-    s3.create_bucket(Bucket="plain-models")
-    s3_upload(s3, "plain-models", "ft/", checkpoint)
+    s3.create_bucket(Bucket=bucket)
+    s3_upload(s3, bucket, "ft/", checkpoint)
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
     for name, value in moto_server.env().items():
-        if name.startswith("AWS_"):
+        if name.startswith("AWS_") and name != "AWS_ENDPOINT_URL_S3":
             monkeypatch.setenv(name, value)
-    fetched = fetch(parse_source("s3://plain-models/ft"), None, tmp_path / "download")
+    monkeypatch.setenv(endpoint_variable, moto_server.url)  # boto3's own settings find the server
+    fetched = fetch(parse_source(f"s3://{bucket}/ft"), None, tmp_path / "download")
     assert fetched.origin.kind == "s3"
     assert all(o.version_id is None for o in fetched.origin.objects)
     assert sorted(o.key for o in fetched.origin.objects) == sorted(
