@@ -126,11 +126,13 @@ def s3_upload() -> Callable[..., dict[str, dict]]:
 
 
 class FakeHub:
-    """An HTTP server at HF_ENDPOINT that answers every repo look-up with one configured hub error.
+    """An HTTP server at HF_ENDPOINT that answers the requests huggingface_hub makes as the hub would.
 
-    `status`, `error_code` and `error_message` are what the hub sends (401 and X-Error-Code RepoNotFound for a
-    missing or private repo without a token, 403 GatedRepo, 404 RevisionNotFound); `authorizations` collects the
-    Authorization headers of the requests it received.
+    A repo added with `serve(repo_id, commit, directory, token)` is served from `directory` at `commit` (its
+    `main` resolves to it), to requests that carry `Bearer TOKEN` when a token is given, as for a private repo;
+    everything else gets the configured error: `status`, `error_code` and `error_message` are what the hub sends
+    (401 and X-Error-Code RepoNotFound for a missing or private repo without a token, 403 GatedRepo, 404
+    RevisionNotFound). `authorizations` and `paths` record what it was sent.
     """
 
     def __init__(self) -> None:
@@ -139,12 +141,26 @@ class FakeHub:
         self.error_message = "Repository not found"
         self.authorizations: list[str | None] = []
         self.paths: list[str] = []
+        self.repos: dict[str, tuple[str, Path, str | None]] = {}
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 hub.authorizations.append(self.headers.get("Authorization"))
                 hub.paths.append(self.path)
+                served = hub.answer(self.path.split("?")[0], self.headers.get("Authorization"))
+                if served is None:
+                    self._error()
+                    return
+                body, headers = served
+                self.send_response(200)
+                for name, value in {"Content-Length": str(len(body)), **headers}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def _error(self) -> None:
                 body = json.dumps({"error": hub.error_message}).encode()
                 self.send_response(hub.status)
                 if hub.error_code:
@@ -166,10 +182,37 @@ class FakeHub:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
+    def serve(self, repo_id: str, commit: str, directory: Path, token: str | None = None) -> None:
+        """Serve `directory` as hub repo `repo_id` at `commit`; only to `token` when one is given."""
+        self.repos[repo_id] = (commit, directory, token)
+
+    def answer(self, path: str, authorization: str | None) -> tuple[bytes, dict[str, str]] | None:
+        """The body and headers for a request to a served repo; None for the configured error."""
+        import hashlib
+
+        for repo_id, (commit, directory, token) in self.repos.items():
+            if token is not None and authorization != f"Bearer {token}":
+                continue
+            files = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+            if path in (f"/api/models/{repo_id}/revision/main", f"/api/models/{repo_id}/revision/{commit}"):
+                info = {"id": repo_id, "modelId": repo_id, "sha": commit, "private": token is not None,
+                        "siblings": [{"rfilename": name} for name in files]}
+                return json.dumps(info).encode(), {"Content-Type": "application/json"}
+            if path == f"/api/models/{repo_id}/tree/{commit}":
+                tree = [{"type": "file", "path": name, "size": (directory / name).stat().st_size,
+                         "oid": hashlib.sha1((directory / name).read_bytes()).hexdigest()} for name in files]
+                return json.dumps(tree).encode(), {"Content-Type": "application/json"}
+            prefix = f"/{repo_id}/resolve/{commit}/"
+            if path.startswith(prefix) and path[len(prefix):] in files:
+                body = (directory / path[len(prefix):]).read_bytes()
+                return body, {"ETag": f'"{hashlib.sha1(body).hexdigest()}"', "X-Repo-Commit": commit,
+                              "Content-Type": "application/octet-stream"}
+        return None
+
     def repo_authorizations(self) -> list[str | None]:
-        """The Authorization headers of the requests about model repos (huggingface_hub makes others too)."""
+        """The Authorization headers of the requests for repos and their files (huggingface_hub makes others too)."""
         return [auth for path, auth in zip(self.paths, self.authorizations, strict=True)
-                if path.startswith("/api/models/")]
+                if path.startswith("/api/models/") or "/resolve/" in path]
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -294,3 +294,24 @@ def test_bake_from_the_hub_cache_records_the_commit_its_ref_resolved_to(tmp_path
     assert (manifest["source"], manifest["revision"]) == ("acme/sentiment-ft", "main")
     assert manifest["origin"] == {"kind": "hub", "commit": SHA, "objects": []}
     assert manifest["labels"] == LABELS
+
+
+def test_bake_of_a_private_hub_repo_sends_hf_token_and_records_the_commit_main_resolved_to(
+        tmp_path, fake_hub, run_bake, checkpoint) -> None:
+    token = "hf_" + "privateRepoReader"  # noqa: S105 - a made-up token the stand-in hub checks for
+    fake_hub.serve("acme/private-ft", SHA, checkpoint, token=token)
+    out = tmp_path / "model"
+    refused = run_bake("acme/private-ft", "--out", str(out), env=hub_env(fake_hub))
+    assert "not found (if it is private, set HF_TOKEN" in assert_one_line_failure(refused, out)
+
+    fake_hub.authorizations.clear(), fake_hub.paths.clear()
+    result = run_bake("acme/private-ft", "--out", str(out), "--onnx-only", "--no-int8",
+                      env=hub_env(fake_hub, HF_TOKEN=token))
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["origin"] == {"kind": "hub", "commit": SHA, "objects": []}
+    assert manifest["labels"] == LABELS
+    downloads = [path for path in fake_hub.paths if "/resolve/" in path]
+    assert f"/acme/private-ft/resolve/{SHA}/model.safetensors" in downloads  # by commit, not by the moving ref
+    assert set(fake_hub.repo_authorizations()) == {f"Bearer {token}"}
+    assert token not in result.stdout + result.stderr
