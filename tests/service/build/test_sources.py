@@ -1,9 +1,9 @@
 """Bake's sources: S3 against moto's real server, the hub through a stand-in endpoint and a local hub cache.
 
 Every bad SOURCE must end `mlapi bake` with exit code 2 and one line on stderr naming the problem, before any
-output directory is touched. Hub downloads cannot reach huggingface.co here, so the hub path is proven by what runs
-offline: the errors the hub's answers turn into, the token reaching the hub's requests, and a bake from a
-hub cache in huggingface_hub's own layout recording the commit its ref resolved to.
+output directory is touched. huggingface.co cannot be reached here, so the hub path is proven offline: through a
+stand-in endpoint (HF_ENDPOINT) answering huggingface_hub's requests as the hub does (its errors, a private repo
+served only to the token in HF_TOKEN), and from a hub cache in huggingface_hub's own layout.
 """
 
 from __future__ import annotations
