@@ -14,14 +14,14 @@ from pathlib import Path
 
 
 def _bake(args: argparse.Namespace) -> int:
-    from mlapi.build.bake import bake, quiet_libraries
+    from mlapi.build.bake import bake
     from mlapi.build.export import BakeError
     from mlapi.build.sources import one_line
 
-    quiet_libraries()
     try:
         manifest = bake(args.source, Path(args.out), revision=args.revision, onnx_only=args.onnx_only,
-                        quantize=not args.no_int8, force=args.force, token=os.environ.get("HF_TOKEN") or None)
+                        quantize=not args.no_int8, force=args.force, token=os.environ.get("HF_TOKEN") or None,
+                        quiet=True)
     except BakeError as exc:
         print(f"mlapi bake: {one_line(exc)}", file=sys.stderr)
         return 2

@@ -95,18 +95,16 @@ def replace_dir(staging: Path, out: Path) -> None:
     except BaseException:
         old.rename(out)
         raise
-    if old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        old.unlink()
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def quiet_libraries() -> None:
     """Keep bake's log to its own progress lines: silence ONNX Runtime, torch's exporter and transformers.
 
     The optimizer's INFO lines, the tracer's warnings and the progress bars say nothing the person baking can act
-    on; bake's own lines (and its warnings) say what happened. Call it before transformers is imported: the
-    variables are read at import, and importing the libraries here would slow a bake that fails on its SOURCE.
+    on; bake's own lines (and its warnings) say what happened. It runs before transformers is imported (the
+    variables are read at import) and imports nothing heavy, so a bake that fails on its SOURCE fails at once;
+    ONNX Runtime's own logger is quietened where bake first needs it (`_bake_checkpoint`).
     """
     import warnings
 
@@ -114,23 +112,20 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    global _QUIET_ONNXRUNTIME
-    _QUIET_ONNXRUNTIME = True
-
-
-_QUIET_ONNXRUNTIME = False
 
 
 def bake(source: str | None, out: Path, revision: str | None = None, onnx_only: bool = False,
-         quantize: bool = True, force: bool = False, token: str | None = None) -> Manifest:
+         quantize: bool = True, force: bool = False, token: str | None = None, quiet: bool = False) -> Manifest:
     """Bake SOURCE (hub id, local checkpoint, s3://BUCKET/PREFIX, or the bundled default when None) into OUT.
 
     OUT is replaced only when it is new, empty or an earlier bake (or with `force`); the new model is built in a
     sibling directory and renamed into place, so a failed bake leaves OUT as it was. `token` reads private hub
-    repos.
+    repos; `quiet` leaves only bake's own progress lines in the log (`quiet_libraries`), as `mlapi bake` does.
     """
     from mlapi.build.sources import fetch, parse_source
 
+    if quiet:
+        quiet_libraries()
     out = out.resolve()
     check_out_dir(out, force)
     model_source = parse_source(source)
@@ -139,18 +134,19 @@ def bake(source: str | None, out: Path, revision: str | None = None, onnx_only: 
     download = Path(tempfile.mkdtemp(prefix=".bake-source-", dir=out.parent))
     try:
         fetched = fetch(model_source, revision, download, token)
-        return _bake_checkpoint(model_source.uri, fetched.path, fetched.origin, out, revision, onnx_only, quantize)
+        return _bake_checkpoint(model_source.uri, fetched.path, fetched.origin, out, revision, onnx_only, quantize,
+                                quiet)
     finally:
         shutil.rmtree(download, ignore_errors=True)
 
 
 def _bake_checkpoint(source: str, checkpoint: Path, origin: Origin, out: Path, revision: str | None,
-                     onnx_only: bool, quantize: bool) -> Manifest:
+                     onnx_only: bool, quantize: bool, quiet: bool) -> Manifest:
     from mlapi.build.export import export_onnx, inspect_source, optimize_graph
     from mlapi.build.quantize import choose_int8
 
     info = inspect_source(checkpoint, source)
-    if _QUIET_ONNXRUNTIME:
+    if quiet:
         import onnxruntime
 
         onnxruntime.set_default_logger_severity(3)  # errors only: its C++ logger ignores Python's logging

@@ -152,3 +152,35 @@ def test_bake_of_a_missing_source_fails_clearly_and_leaves_nothing(tmp_path) -> 
 def test_load_of_a_directory_that_was_never_baked_says_so(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="mlapi bake"):
         Manifest.load(tmp_path)
+
+
+def test_replacing_an_earlier_bake_swaps_it_whole_or_keeps_it(tmp_path, monkeypatch) -> None:
+    from pathlib import Path
+
+    from mlapi.build.bake import replace_dir
+
+    def staged(text: str) -> Path:
+        staging = tmp_path / f".bake-{text}"
+        staging.mkdir()
+        (staging / "manifest.json").write_text(text)
+        return staging
+
+    out = tmp_path / "model"
+    replace_dir(staged("first"), out)
+    replace_dir(staged("second"), out)
+    assert (out / "manifest.json").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+    failing_staging = staged("third")
+    real_rename = Path.rename
+
+    def rename(self: Path, target):  # type: ignore[no-untyped-def]
+        if self == failing_staging:
+            raise OSError("No space left on device")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(OSError, match="No space"):
+        replace_dir(failing_staging, out)
+    assert (out / "manifest.json").read_text() == "second"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bake-old-")]
