@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -118,7 +118,6 @@ class Fetched:
 
     path: Path
     origin: Origin
-    notes: list[str] = field(default_factory=list)
 
 
 def fetch(source: ModelSource, revision: str | None, workdir: Path, token: str | None = None) -> Fetched:
