@@ -39,7 +39,7 @@ install-dev: $(VENV)/.dev-ready
 $(MODEL_DIR)/manifest.json: | $(VENV)/.bake-ready
 	$(VENV)/bin/mlapi bake $(MODEL) --out $(MODEL_DIR)
 
-## bake: bake MODEL (hub id or local dir; empty = the bundled all-MiniLM-L6-v2) into MODEL_DIR
+## bake: bake MODEL (hub id, local dir or s3://BUCKET/PREFIX; empty = the bundled all-MiniLM-L6-v2) into MODEL_DIR
 bake: $(VENV)/.bake-ready
 	$(VENV)/bin/mlapi bake $(MODEL) --out $(MODEL_DIR)
 

@@ -16,15 +16,19 @@ from pathlib import Path
 def _bake(args: argparse.Namespace) -> int:
     from mlapi.build.bake import bake
     from mlapi.build.export import BakeError
+    from mlapi.build.sources import one_line
 
     try:
         manifest = bake(args.source, Path(args.out), revision=args.revision, onnx_only=args.onnx_only,
-                        quantize=not args.no_int8)
+                        quantize=not args.no_int8, force=args.force, token=os.environ.get("HF_TOKEN") or None,
+                        quiet=True)
     except BakeError as exc:
-        print(f"mlapi bake: {exc}", file=sys.stderr)
+        print(f"mlapi bake: {one_line(exc)}", file=sys.stderr)
         return 2
     q = manifest.quantization
     print(f"baked {manifest.source} ({manifest.task}, labels {manifest.labels}) into {args.out}")
+    if manifest.origin and manifest.origin.commit:
+        print(f"hub commit: {manifest.origin.commit}")
     print(f"serving precision: {manifest.default_precision} ({q.recipe or '-'}: {q.reason})")
     print(f"content hash: {manifest.content_hash}")
     return 0
@@ -135,9 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     bake = sub.add_parser("bake", help="export a Hugging Face model to a self-contained, servable directory")
     bake.add_argument("source", nargs="?", default=None,
-                      help="hub id or local checkpoint directory (default: the bundled all-MiniLM-L6-v2)")
-    bake.add_argument("--out", required=True, help="directory to write (replaced if it exists)")
-    bake.add_argument("--revision", default=None, help="hub revision (commit, tag or branch) to pin")
+                      help="hub id (a private one reads HF_TOKEN), local checkpoint directory, or s3://BUCKET/PREFIX "
+                           "(the AWS credential chain; AWS_ENDPOINT_URL_S3 works) (default: the bundled "
+                           "all-MiniLM-L6-v2)")
+    bake.add_argument("--out", required=True,
+                      help="directory to write: new, empty, or an earlier bake, which is replaced")
+    bake.add_argument("--force", action="store_true",
+                      help="replace --out even when it holds files that are not a baked model")
+    bake.add_argument("--revision", default=None,
+                      help="hub revision (commit SHA to pin; a branch or tag is resolved and its commit recorded)")
     bake.add_argument("--onnx-only", action="store_true", help="leave out the torch weights (runtime images)")
     bake.add_argument("--no-int8", action="store_true", help="skip int8 quantisation; serve fp32")
     bake.set_defaults(handler=_bake)
@@ -166,7 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mlapi` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "bake":
+        # Bake's own progress lines only, on stdout (stderr is for the one line saying why a bake failed); the
+        # libraries it drives log at INFO about their internals.
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
+                            stream=sys.stdout)
+        logging.getLogger("mlapi").setLevel(logging.INFO)
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.handler(args) or 0)
 
 

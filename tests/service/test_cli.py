@@ -73,14 +73,16 @@ def test_serve_refuses_an_unbaked_directory(tmp_path) -> None:
 _NOT_IN_THE_INFRA_ENVIRONMENT = ("pydantic", "pydantic_settings", "fastapi", "starlette", "uvicorn", "onnxruntime",
                                  "tokenizers", "numpy", "redis", "orjson", "prometheus_client", "torch",
                                  "transformers", "yaml")
-_WITHOUT_RUNTIME = f"""
+_INFRA_ENVIRONMENT = f"""
 import sys
 class _Absent:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {_NOT_IN_THE_INFRA_ENVIRONMENT!r}:
+        if name.split(".")[0] in {_NOT_IN_THE_INFRA_ENVIRONMENT + ("boto3", "botocore", "huggingface_hub")!r}:
             raise ModuleNotFoundError(f"No module named {{name!r}}")
         return None
 sys.meta_path.insert(0, _Absent())
+"""
+_WITHOUT_RUNTIME = _INFRA_ENVIRONMENT + """
 from mlapi.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -98,6 +100,26 @@ def test_keys_create_works_where_only_the_infra_extra_is_installed() -> None:
     store = KeyStore(parse_keys(entry))
     found = store.lookup(key)
     assert found is not None and found.name == "ci-deploy" and found.rate == 5
+
+
+def test_model_source_rules_work_where_only_the_infra_extra_is_installed() -> None:
+    # The infra program validates services[].modelId at preview with bake's own rules, without bake's libraries.
+    script = _INFRA_ENVIRONMENT + """
+from mlapi.build.sources import SourceError, is_commit_sha, parse_source, revision_problem
+print(parse_source("s3://team-models/ft", check_disk=False).kind, parse_source("acme/ft", check_disk=False).kind,
+      parse_source("./models/ft", check_disk=False).kind)
+print(is_commit_sha("0123456789abcdef0123456789abcdef01234567"), revision_problem("acme/ft", "main"))
+try:
+    parse_source("s3://Bad_Bucket/x", check_disk=False)
+except SourceError as exc:
+    print(exc)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    kinds, revision, bucket = result.stdout.splitlines()
+    assert kinds == "s3 hub local"
+    assert revision.startswith("True acme/ft: revision 'main' is a branch or tag, not a commit SHA")
+    assert "is not an S3 bucket name" in bucket
 
 
 def test_the_guard_itself_refuses_the_service_runtime() -> None:

