@@ -27,6 +27,7 @@ from mlapi.engine.cache import Cache, MemoryCache, NullCache, RedisCache, Tiered
 from mlapi.engine.predictor import Predictor
 from mlapi.metrics import Metrics
 from mlapi.settings import Settings
+from mlapi.shadow.mirror import Shadow
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +75,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cache = build_cache(settings, metrics)
         predictor = Predictor(settings, metrics, cache)
+        shadow = Shadow(settings, metrics)
         app.state.cache = cache
         app.state.predictor = predictor
+        app.state.shadow = shadow
         loading = asyncio.create_task(predictor.load(), name="model-load")
+        await shadow.start()
         try:
             yield
         finally:
             app.state.draining = True
+            await shadow.close()  # first: a stopping server waits for its own clients, never for the candidate
             await loading
             await predictor.close()
             await cache.close()
