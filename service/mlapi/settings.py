@@ -265,6 +265,14 @@ class Settings(BaseSettings):
         5.0, gt=0.0, le=120.0,
         description="time the candidate has to answer a mirrored request (or its `/health`) before it is an `error`",
     )
+    shadow_cloudwatch_namespace: str | None = Field(
+        None, min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._/#:-]+$",
+        description=(
+            "also write the shadow counts to stdout once a minute as CloudWatch embedded metric format lines under "
+            "this namespace (e.g. `mlapi`; on ECS the awslogs driver makes them metrics, see Shadow in "
+            "docs/operations.md); unset = Prometheus only"
+        ),
+    )
     shadow_api_key: SecretStr | None = Field(
         None,
         description=(

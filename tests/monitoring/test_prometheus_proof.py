@@ -3,9 +3,10 @@
 mlapi serves the baked MiniLM with a real redis-server (stopped and restarted mid-run, so the Redis error and
 circuit series move) and a queue small enough that concurrent misses are shed with 503; k6 (load/mixed.js) sends
 cache hits, misses, /query and 422s. It mirrors every text to a second mlapi serving the tiny classifier
-(MLAPI_SHADOW_URL), so the shadow series and recording rules have data. Prometheus 2.42 (Debian's) scrapes it every second on loopback and loads
-alerts.yaml. Expressions over series only a cluster publishes (monitoring_files.KUBERNETES_ONLY: kube-state-metrics,
-cAdvisor) cannot come from this scrape; test_monitoring_files.py checks each one has a promtool unit test instead.
+(MLAPI_SHADOW_URL), so the shadow series and recording rules have data. Prometheus 2.42 (Debian's) scrapes it
+every second on loopback and loads alerts.yaml. Expressions over series only a cluster publishes
+(monitoring_files.KUBERNETES_ONLY: kube-state-metrics, cAdvisor) cannot come from this scrape;
+test_monitoring_files.py checks each one has a promtool unit test instead.
 """
 
 from __future__ import annotations

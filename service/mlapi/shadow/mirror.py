@@ -9,6 +9,8 @@ counts them; a slow, failing or absent candidate only ever costs the workers' ti
 
 The candidate is another `mlapi serve`; its model identity (content hash, source, revision) is read from its
 `/health` at start and every `HEALTH_SECONDS`, so a candidate replaced mid-rollout is counted under its own label.
+The counts are Prometheus metrics, and with `MLAPI_SHADOW_CLOUDWATCH_NAMESPACE` also CloudWatch EMF lines
+(`cloudwatch`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import orjson
 
 from mlapi.metrics import UNKNOWN_CANDIDATE, Metrics
 from mlapi.settings import Settings
+from mlapi.shadow.cloudwatch import EmfCounts
 from mlapi.shadow.compare import InvalidAnswer, compare
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,8 @@ CHUNK_TEXTS = 64
 HEALTH_SECONDS = 15.0
 # At most one warning per reason in this many seconds: a candidate that is down would otherwise flood the log.
 WARN_EVERY_SECONDS = 60.0
+# How often the counts go out as a CloudWatch EMF line (MLAPI_SHADOW_CLOUDWATCH_NAMESPACE): CloudWatch's own period.
+EMF_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ class Shadow:
     """The mirror of one server: `offer` on the request path, `start`/`close` in the app's lifespan."""
 
     def __init__(self, settings: Settings, metrics: Metrics, sample: Callable[[], float] = random.random,
-                 workers: int = WORKERS) -> None:
+                 workers: int = WORKERS, emf: EmfCounts | None = None) -> None:
         self.url = settings.shadow_url
         self.fraction = settings.shadow_fraction
         self.capacity = settings.shadow_queue
@@ -73,6 +78,8 @@ class Shadow:
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
         self._warned: dict[str, float] = {}
+        namespace = settings.shadow_cloudwatch_namespace
+        self.emf = emf or (EmfCounts(namespace, settings.path_prefix) if namespace else None)
 
     @property
     def enabled(self) -> bool:
@@ -100,7 +107,7 @@ class Shadow:
                 indices = [i for i in range(len(texts)) if self._sample() < self.fraction]
             room = self.capacity - self._queued
             if len(indices) > room:
-                self.metrics.shadow_dropped.labels(candidate=self.candidate).inc(len(indices) - max(room, 0))
+                self._count(self.candidate, "dropped", len(indices) - max(room, 0))
                 indices = indices[: max(room, 0)]
             if not indices:
                 return
@@ -122,10 +129,13 @@ class Shadow:
         self.metrics.prime_shadow(self.candidate)
         self._tasks = [asyncio.create_task(self._watch(), name="shadow-health")]
         self._tasks += [asyncio.create_task(self._work(), name=f"shadow-{i}") for i in range(self._workers)]
+        if self.emf is not None:
+            self._tasks.append(asyncio.create_task(self._emit(), name="shadow-emf"))
         log.info("shadow: mirroring %.0f%% of /predict texts to %s", self.fraction * 100, self.url)
 
     async def close(self) -> None:
         """Stop at once: a stopping server does not wait for its candidate; texts still queued are not sent."""
+        started = bool(self._tasks)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -133,6 +143,8 @@ class Shadow:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if started and self.emf is not None:
+            self._flush_emf()  # what was counted since the last line
 
     def status(self) -> dict[str, object]:
         """Shadow facts for /health: where texts go, how many, and the candidate model last read."""
@@ -146,6 +158,19 @@ class Shadow:
             "candidate": self.candidate,
             "candidate_model": self.candidate_model,
         }
+
+    async def _emit(self) -> None:
+        assert self.emf is not None
+        while True:
+            await asyncio.sleep(EMF_SECONDS)
+            self._flush_emf()
+
+    def _flush_emf(self) -> None:
+        assert self.emf is not None
+        try:
+            self.emf.flush(self.candidate)
+        except (OSError, ValueError) as exc:  # stdout closed or broken: the Prometheus counts still stand
+            self._warn("emf", f"cannot write the CloudWatch metric lines: {exc}")
 
     async def _watch(self) -> None:
         while True:
@@ -233,17 +258,26 @@ class Shadow:
                 invalid += 1
                 self._warn("invalid", f"candidate answer not usable: {exc}")
                 continue
-            self.metrics.shadow_texts.labels(candidate=candidate, outcome=result.outcome).inc()
+            self._count(candidate, result.outcome)
             self.metrics.shadow_difference.labels(candidate=candidate).observe(result.difference)
         if invalid:
             self._count_error("invalid", invalid, candidate=candidate)
 
     def _count_error(self, reason: str, texts: int, detail: str = "", candidate: str | None = None) -> None:
         candidate = candidate or self.candidate
-        self.metrics.shadow_texts.labels(candidate=candidate, outcome="error").inc(texts)
+        self._count(candidate, "error", texts)
         self.metrics.shadow_errors.labels(candidate=candidate, reason=reason).inc()
         if detail:
             self._warn(reason, f"mirroring to {self.url} failed ({reason}): {detail}")
+
+    def _count(self, candidate: str, what: str, texts: int = 1) -> None:
+        """Count texts agreed, flipped, failed (`error`) or `dropped`, in Prometheus and for CloudWatch."""
+        if what == "dropped":
+            self.metrics.shadow_dropped.labels(candidate=candidate).inc(texts)
+        else:
+            self.metrics.shadow_texts.labels(candidate=candidate, outcome=what).inc(texts)
+        if self.emf is not None:
+            self.emf.add(candidate, what, texts)
 
     def _warn(self, reason: str, message: str) -> None:
         now = time.monotonic()

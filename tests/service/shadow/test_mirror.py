@@ -15,6 +15,7 @@ import orjson
 import pytest
 from mlapi.metrics import Metrics
 from mlapi.settings import Settings
+from mlapi.shadow.cloudwatch import EmfCounts
 from mlapi.shadow.mirror import Shadow
 
 HASH = "c0ffee" * 10
@@ -282,3 +283,50 @@ def test_a_slow_candidate_times_out_and_a_stop_does_not_wait_for_it() -> None:
             release.set()
 
     asyncio.run(run())
+
+
+def test_counts_go_out_as_cloudwatch_emf_lines_per_candidate() -> None:
+    lines: list[bytes] = []
+    emf = EmfCounts("mlapi", "/lab", write=lines.append, clock=lambda: 1_800_000_000.5)
+
+    async def run() -> None:
+        async with Candidate(flipping) as candidate:
+            metrics = Metrics()
+            shadow = Shadow(Settings(shadow_url=candidate.url, shadow_fraction=1.0, shadow_queue=4), metrics,
+                            emf=emf)
+            texts = ["good one", "bad two", "good flip three", "bad flip four", "good five", "bad six"]
+            shadow.offer(texts, _body(texts))  # before the workers start: 4 queued, 2 dropped under "unknown"
+            await shadow.start()
+            try:
+                await _drained(shadow)
+            finally:
+                await shadow.close()  # writes what was counted since the last line
+
+    asyncio.run(run())
+    documents = [orjson.loads(line) for line in lines]
+    assert all(line.endswith(b"\n") and line.count(b"\n") == 1 for line in lines)
+    by_candidate = {doc["Candidate"]: doc for doc in documents}
+    for doc in documents:
+        # The EMF specification: _aws.Timestamp in epoch milliseconds; every dimension and metric named in the
+        # directive is a member of the document, dimensions strings, metrics numbers.
+        directive = doc["_aws"]["CloudWatchMetrics"][0]
+        assert doc["_aws"]["Timestamp"] == 1_800_000_000_500
+        assert directive["Namespace"] == "mlapi"
+        assert directive["Dimensions"] == [["PathPrefix", "Candidate"]]
+        assert all(isinstance(doc[name], str) for name in directive["Dimensions"][0])
+        assert all(metric["Unit"] == "Count" and isinstance(doc[metric["Name"]], int)
+                   for metric in directive["Metrics"])
+        assert doc["PathPrefix"] == "/lab"
+    assert by_candidate["unknown"]["ShadowDropped"] == 2
+    # Whether the first texts went out before the candidate's /health was read decides their label; the sums do not.
+    total = {name: sum(doc[name] for doc in documents) for name in ("ShadowAgree", "ShadowFlip", "ShadowError")}
+    assert total == {"ShadowAgree": 2, "ShadowFlip": 2, "ShadowError": 0}
+    assert HASH[:16] in by_candidate  # the current candidate always has a line, zeros included
+
+
+def test_an_empty_minute_still_writes_zeros_for_the_current_candidate() -> None:
+    lines: list[bytes] = []
+    emf = EmfCounts("mlapi", "", write=lines.append)
+    emf.flush("abc")
+    (doc,) = [orjson.loads(line) for line in lines]
+    assert (doc["Candidate"], doc["PathPrefix"], doc["ShadowAgree"], doc["ShadowFlip"]) == ("abc", "/", 0, 0)
