@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 WORKERS = 4
 # Texts per mirrored request: queued requests are merged up to this, larger ones split.
 CHUNK_TEXTS = 64
+# Answer bytes the queue may hold, whatever MLAPI_SHADOW_QUEUE says: a queued request keeps its whole answer body
+# (parsing it for the sampled texts is the workers' job, off the request path), so a few sampled texts of many
+# 1,000-text requests must not hold hundreds of megabytes.
+MAX_QUEUE_BYTES = 32 * 1024 * 1024
 # How often the candidate's /health is read for its model identity.
 HEALTH_SECONDS = 15.0
 # At most one warning per reason in this many seconds: a candidate that is down would otherwise flood the log.
@@ -48,7 +52,7 @@ EMF_SECONDS = 60.0
 
 @dataclass(frozen=True)
 class Mirrored:
-    """One answered request's sampled texts: the request's texts, the answer body, and which of them to mirror."""
+    """One answered request's sampled texts, the answer body, and where each text's answer is in it."""
 
     texts: Sequence[str]
     body: bytes
@@ -75,6 +79,7 @@ class Shadow:
         self._workers = workers
         self._queue: asyncio.Queue[Mirrored] = asyncio.Queue()
         self._queued = 0
+        self._queued_bytes = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._client: httpx.AsyncClient | None = None
         self._warned: dict[str, float] = {}
@@ -105,15 +110,19 @@ class Shadow:
                 indices: Sequence[int] = range(len(texts))
             else:
                 indices = [i for i in range(len(texts)) if self._sample() < self.fraction]
-            room = self.capacity - self._queued
+            room = max(self.capacity - self._queued, 0)
+            if self._queued_bytes + len(body) > MAX_QUEUE_BYTES:
+                room = 0
             if len(indices) > room:
-                self._count(self.candidate, "dropped", len(indices) - max(room, 0))
-                indices = indices[: max(room, 0)]
+                self._count(self.candidate, "dropped", len(indices) - room)
+                indices = indices[:room]
             if not indices:
                 return
+            sampled = texts if len(indices) == len(texts) else [texts[i] for i in indices]
             self._queued += len(indices)
+            self._queued_bytes += len(body)
             self.metrics.shadow_queue.set(self._queued)
-            self._queue.put_nowait(Mirrored(texts, body, indices))
+            self._queue.put_nowait(Mirrored(sampled, body, indices))
         except Exception:  # the client's answer is already made; a fault here must never reach it
             log.exception("shadow: could not queue a mirrored request")
 
@@ -205,6 +214,7 @@ class Shadow:
             while count < CHUNK_TEXTS and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
                 count += len(batch[-1].indices)
+            size = sum(len(item.body) for item in batch)
             try:
                 await self._mirror(batch)
             except asyncio.CancelledError:
@@ -214,6 +224,7 @@ class Shadow:
                 self._count_error("invalid", count)
             finally:
                 self._queued -= count
+                self._queued_bytes -= size
                 self.metrics.shadow_queue.set(self._queued)
 
     async def _mirror(self, batch: list[Mirrored]) -> None:
@@ -221,9 +232,8 @@ class Shadow:
         ours: list[object] = []
         for item in batch:
             predictions = orjson.loads(item.body)["predictions"]
-            for i in item.indices:
-                texts.append(item.texts[i])
-                ours.append(predictions[i])
+            texts.extend(item.texts)
+            ours.extend(predictions[i] for i in item.indices)
         for start in range(0, len(texts), CHUNK_TEXTS):
             await self._send(texts[start : start + CHUNK_TEXTS], ours[start : start + CHUNK_TEXTS])
 

@@ -330,3 +330,40 @@ def test_an_empty_minute_still_writes_zeros_for_the_current_candidate() -> None:
     emf.flush("abc")
     (doc,) = [orjson.loads(line) for line in lines]
     assert (doc["Candidate"], doc["PathPrefix"], doc["ShadowAgree"], doc["ShadowFlip"]) == ("abc", "/", 0, 0)
+
+
+def test_the_queue_is_also_bounded_in_answer_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlapi.shadow import mirror
+
+    monkeypatch.setattr(mirror, "MAX_QUEUE_BYTES", 1000)
+    shadow, metrics = _shadow("http://candidate:8000", shadow_fraction=1.0, shadow_queue=1000)
+    texts = [f"good {i}" for i in range(8)]  # an answer body of about 600 bytes
+    body = _body(texts)
+    assert 500 < len(body) <= 1000
+    shadow.offer(texts, body)
+    shadow.offer(texts, body)  # one more body would pass the byte bound: dropped, though there is room in texts
+    assert shadow.queued == 8
+    assert _count(metrics, "mlapi_shadow_dropped_texts_total", candidate="unknown") == 8
+
+
+def test_only_the_sampled_texts_are_kept_and_mirrored() -> None:
+    async def run() -> None:
+        async with Candidate(flipping) as candidate:
+            draws = iter([0.9, 0.1, 0.9, 0.1])
+            metrics = Metrics()
+            settings = Settings(shadow_url=candidate.url, shadow_fraction=0.5)
+            shadow = Shadow(settings, metrics, sample=lambda: next(draws))
+            texts = ["good one", "good flip two", "bad three", "bad four"]
+            await shadow.start()
+            try:
+                await shadow.read_candidate()
+                shadow.offer(texts, _body(texts))
+                await _drained(shadow)
+            finally:
+                await shadow.close()
+            posts = [body["text"] for path, body, _ in candidate.requests if path.endswith("/predict")]
+            assert posts == [["good flip two", "bad four"]]
+            assert _count(metrics, "mlapi_shadow_texts_total", candidate=shadow.candidate, outcome="flip") == 1
+            assert _count(metrics, "mlapi_shadow_texts_total", candidate=shadow.candidate, outcome="agree") == 1
+
+    asyncio.run(run())
