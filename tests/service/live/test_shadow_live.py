@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from mlapi.auth.keys import generate_key, key_line
 from mlapi.shadow.compare import compare
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -62,9 +63,12 @@ def _wait_for(condition, timeout: float = 120.0) -> None:  # type: ignore[no-unt
 
 def test_mirrored_texts_are_counted_as_comparing_both_servers_answers_gives(minilm_dir, classifier_dir, live_server
                                                                             ) -> None:
-    candidate = live_server(classifier_dir, MLAPI_INTRA_OP_THREADS="1")
+    # The candidate requires API keys, as the stacks run it; the primary has a key of its own there.
+    shadow_key, other_key = generate_key(), generate_key()
+    candidate = live_server(classifier_dir, MLAPI_INTRA_OP_THREADS="1",
+                            MLAPI_API_KEYS=f"{key_line('shadow', shadow_key)};{key_line('other', other_key)}")
     primary = live_server(minilm_dir, MLAPI_SHADOW_URL=f"{candidate.base}/", MLAPI_SHADOW_FRACTION="1",
-                          MLAPI_SHADOW_QUEUE="100000", MLAPI_INTRA_OP_THREADS="1")
+                          MLAPI_SHADOW_QUEUE="100000", MLAPI_INTRA_OP_THREADS="1", MLAPI_SHADOW_API_KEY=shadow_key)
     try:
         label = httpx.get(f"{candidate.base}/health", timeout=10).json()["model"]["content_hash"]
         _wait_for(lambda: httpx.get(f"{primary.base}/health", timeout=10).json()["shadow"]["candidate"] == label)
@@ -80,13 +84,16 @@ def test_mirrored_texts_are_counted_as_comparing_both_servers_answers_gives(mini
         _wait_for(lambda: _total(primary.base, "mlapi_shadow_texts_total", candidate=label) == len(texts))
 
         # What the candidate says of each text when asked directly (it has no shadow of its own).
-        theirs = httpx.post(f"{candidate.base}/predict", json={"text": texts}, timeout=60).json()["predictions"]
+        theirs = httpx.post(f"{candidate.base}/predict", json={"text": texts}, timeout=60,
+                            headers={"X-API-Key": other_key}).json()["predictions"]
         expected = [compare(o, t) for o, t in zip(ours, theirs, strict=True)]
         flips = sum(result.outcome == "flip" for result in expected)
         assert 0 < flips < len(texts)
         assert _total(primary.base, "mlapi_shadow_texts_total", candidate=label, outcome="flip") == flips
         assert _total(primary.base, "mlapi_shadow_texts_total", candidate=label, outcome="agree") == len(texts) - flips
         assert _total(primary.base, "mlapi_shadow_texts_total", outcome="error") == 0
+        # Every mirrored text reached the candidate's model under the primary's key, and only there.
+        assert _total(candidate.base, "mlapi_key_texts_total", key="shadow") == len(texts)
         assert _total(primary.base, "mlapi_shadow_dropped_texts_total") == 0
         assert _total(primary.base, "mlapi_shadow_score_difference_count", candidate=label) == len(texts)
         assert _total(primary.base, "mlapi_shadow_score_difference_sum", candidate=label) == pytest.approx(
