@@ -302,8 +302,11 @@ class Settings(BaseSettings):
         if value is None or not value.strip():
             return None
         value = value.strip().rstrip("/")
-        if not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", value):
-            raise ValueError("must be http:// or https:// with a host, and a path prefix at most (no query)")
+        if not re.match(r"^https?://[^/?#\s@]+(/[^?#\s]*)?$", value):
+            raise ValueError(
+                "must be http:// or https:// with a host, and a path prefix at most (no query, no user:password@: "
+                "the key goes in MLAPI_SHADOW_API_KEY)"
+            )
         return value
 
     @field_validator("redis_url")

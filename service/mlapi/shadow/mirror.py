@@ -156,12 +156,14 @@ class Shadow:
             self._flush_emf()  # what was counted since the last line
 
     def status(self) -> dict[str, object]:
-        """Shadow facts for /health: where texts go, how many, and the candidate model last read."""
+        """Shadow facts for /health: what share is mirrored, how many texts wait, and the candidate model last read.
+
+        Not the candidate's URL: /health is public, and the URL names an internal service.
+        """
         if self.url is None:
             return {"enabled": False}
         return {
             "enabled": self.enabled,
-            "url": self.url,
             "fraction": self.fraction,
             "queued": self._queued,
             "candidate": self.candidate,

@@ -9,7 +9,8 @@ from pydantic import ValidationError
 
 @pytest.mark.parametrize(("field", "value"), [
     ("shadow_url", "candidate:8000"), ("shadow_url", "ftp://candidate"), ("shadow_url", "http://c:8000/p?x=1"),
-    ("shadow_url", "http:///nohost"), ("shadow_fraction", 1.5), ("shadow_fraction", -0.1), ("shadow_queue", 0),
+    ("shadow_url", "http:///nohost"), ("shadow_url", "http://user:secret@candidate:8000"),
+    ("shadow_fraction", 1.5), ("shadow_fraction", -0.1), ("shadow_queue", 0),
     ("shadow_timeout_seconds", 0), ("shadow_cloudwatch_namespace", "has space"),
     ("shadow_cloudwatch_namespace", ""),
 ])
