@@ -26,6 +26,7 @@ from mlapi.engine.predictor import Predictor
 from mlapi.errors import error_body
 from mlapi.metrics import Metrics
 from mlapi.settings import Settings
+from mlapi.shadow.mirror import SHADOW_HEADER
 
 
 async def get_predictor(request: Request) -> Predictor:
@@ -84,7 +85,7 @@ def build_router(settings: Settings, prefix: str = "") -> APIRouter:
         prediction = await predictor.predict(texts, backend, tenant)
         metrics.count_key_texts(key_name(tenant), prediction.cached)
         # To the candidate (MLAPI_SHADOW_URL), if any: queued and returns at once, whatever the candidate does.
-        request.app.state.shadow.offer(texts, prediction.body, backend)
+        request.app.state.shadow.offer(texts, prediction.body, backend, SHADOW_HEADER in request.headers)
         headers = cache_headers(prediction.cached, settings.cache_headers_enabled)
         return Response(prediction.body, media_type="application/json", headers=headers)
 

@@ -46,6 +46,10 @@ MAX_QUEUE_BYTES = 32 * 1024 * 1024
 HEALTH_SECONDS = 15.0
 # At most one warning per reason in this many seconds: a candidate that is down would otherwise flood the log.
 WARN_EVERY_SECONDS = 60.0
+# Sent with every mirrored request; a server never mirrors a request that carries it, so a candidate that is itself
+# configured with a shadow (Flagger copies one Deployment's environment to the other), or two servers pointed at
+# each other, cannot mirror texts back and forth.
+SHADOW_HEADER = "x-mlapi-shadow"
 # How often the counts go out as a CloudWatch EMF line (MLAPI_SHADOW_CLOUDWATCH_NAMESPACE): CloudWatch's own period.
 EMF_SECONDS = 60.0
 
@@ -72,7 +76,7 @@ class Shadow:
         self.metrics = metrics
         self.candidate = UNKNOWN_CANDIDATE
         self.candidate_model: dict[str, object] = {}
-        self._headers = {"content-type": "application/json"}
+        self._headers = {"content-type": "application/json", SHADOW_HEADER: "1"}
         if settings.shadow_api_key is not None:
             self._headers["x-api-key"] = settings.shadow_api_key.get_secret_value()
         self._sample = sample
@@ -96,14 +100,14 @@ class Shadow:
         """Texts waiting for the candidate."""
         return self._queued
 
-    def offer(self, texts: Sequence[str], body: bytes, backend: str | None = None) -> None:
+    def offer(self, texts: Sequence[str], body: bytes, backend: str | None = None, mirrored: bool = False) -> None:
         """Queue a sampled share of one answered `/predict` request for the candidate; never blocks, never raises.
 
         Only answers of the default backend are mirrored (the candidate answers with its own default, so a
-        `?backend=torch` answer would compare backends, not models). Texts beyond the queue's room are dropped
-        and counted.
+        `?backend=torch` answer would compare backends, not models), and never a request that is itself a mirror
+        (`mirrored`: it carried SHADOW_HEADER). Texts beyond the queue's room are dropped and counted.
         """
-        if not self.enabled or not texts or (backend is not None and backend != self.backend):
+        if not self.enabled or not texts or mirrored or (backend is not None and backend != self.backend):
             return
         try:
             if self.fraction >= 1.0:

@@ -11,8 +11,11 @@ requests, its latency stays in line with that primary's, and the errors and drop
 from __future__ import annotations
 
 import json
+import os
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -203,3 +206,37 @@ def test_a_slow_or_absent_candidate_changes_no_answer_and_adds_no_latency(minilm
         for server in servers.values():
             server.stop(graceful=False)
         slow.shutdown()
+
+
+def test_a_server_mirroring_to_itself_mirrors_each_text_once(minilm_dir, tmp_path: Path) -> None:
+    # The shape of a Deployment whose copy (Flagger's primary) took its shadow setting along: mirrored requests
+    # carry a header and are never mirrored again, so there is no loop.
+    port = _closed_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLAPI_")}
+    env.update(TOKENIZERS_PARALLELISM="false", MLAPI_SHADOW_URL=f"http://127.0.0.1:{port}", MLAPI_SHADOW_FRACTION="1",
+               MLAPI_INTRA_OP_THREADS="1")
+    log = (tmp_path / "self.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "mlapi", "serve", "--model-dir", str(minilm_dir), "--port",
+                                str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def ready() -> bool:
+            assert process.poll() is None, "mlapi serve exited"
+            try:
+                return httpx.get(f"{base}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait_for(ready)
+        texts = _texts(0, 10)
+        assert httpx.post(f"{base}/predict", json={"text": texts}, timeout=60).status_code == 200
+        assert httpx.post(f"{base}/onnx/infer", json={"input": "one more"}, timeout=60).status_code == 200
+        _wait_for(lambda: _total(base, "mlapi_shadow_texts_total", outcome="agree") == 11)
+        _wait_for(lambda: _total(base, "mlapi_shadow_queue_texts") == 0)
+        # 10 + 1 texts from the client, the same 11 once more from its own mirror, and not again.
+        assert _total(base, "mlapi_texts_total", route="predict") == 10 + 11
+        assert _total(base, "mlapi_shadow_texts_total", outcome="flip") == 0
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+        log.close()

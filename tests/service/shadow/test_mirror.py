@@ -136,6 +136,7 @@ def test_sampling_picks_the_fraction_of_texts_and_only_default_backend_answers()
     shadow.offer(texts, _body(texts))
     assert shadow.queued == 3  # draws under 0.25: texts a, c, e
     shadow.offer(texts, _body(texts), backend="torch")  # another backend's answer: not the live model's
+    shadow.offer(texts, _body(texts), mirrored=True)  # a request another server mirrored here: never again
     assert shadow.queued == 3
     off = Shadow(Settings(shadow_url="http://candidate:8000", shadow_fraction=0.0), Metrics())
     off.offer(texts, _body(texts))
@@ -172,7 +173,8 @@ def test_mirrored_texts_are_compared_and_counted_per_candidate_model() -> None:
                           revision="abc1234") == 1
             posts = [(path, body, headers) for path, body, headers in candidate.requests if path.endswith("/predict")]
             assert sorted(t for _, body, _ in posts for t in body["text"]) == sorted(texts + texts[:2])
-            assert all(path == "/lab/predict" and headers["x-api-key"] == "k-123" for path, _, headers in posts)
+            assert all(path == "/lab/predict" and headers["x-api-key"] == "k-123" and headers["x-mlapi-shadow"] == "1"
+                       for path, _, headers in posts)
             assert shadow.status()["candidate_model"] == {"source": "my-ft", "revision": "abc1234",
                                                           "content_hash": label}
 
