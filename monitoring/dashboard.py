@@ -184,8 +184,8 @@ SHADOW_ROW = ("Shadow", [
           "short", [
               Query(f"count by (job, source, revision, content_hash, precision) (mlapi_model_info{{{MLAPI}}})",
                     "{{job}} live {{source}} {{revision}} {{content_hash}} {{precision}}"),
-              Query(f"max by (job, candidate, source, revision) (mlapi_shadow_candidate_info{{{MLAPI}}})",
-                    "{{job}} candidate {{source}} {{revision}} {{candidate}}"),
+              Query(f"max by (job, candidate, source, revision, precision) (mlapi_shadow_candidate_info{{{MLAPI}}})",
+                    "{{job}} candidate {{source}} {{revision}} {{candidate}} {{precision}}"),
           ]),
 ])
 ROWS.append(SHADOW_ROW)

@@ -113,7 +113,7 @@ class Metrics:
         )
         self.shadow_candidate = Gauge(
             "mlapi_shadow_candidate_info", "The candidate model answers are mirrored to, from its /health (value 1)",
-            ["candidate", "source", "revision"], registry=r,
+            ["candidate", "source", "revision", "precision"], registry=r,
         )
 
     def prime(self, path_prefix: str) -> None:
@@ -182,8 +182,8 @@ class Metrics:
         self.shadow_dropped.labels(candidate=candidate)
         self.shadow_queue.set(0)
 
-    def set_shadow_candidate(self, candidate: str, source: str, revision: str) -> None:
+    def set_shadow_candidate(self, candidate: str, source: str, revision: str, precision: str) -> None:
         """Publish the candidate model's identity (one series at 1) and prime its series."""
         self.shadow_candidate.clear()
-        self.shadow_candidate.labels(candidate=candidate, source=source, revision=revision).set(1)
+        self.shadow_candidate.labels(candidate=candidate, source=source, revision=revision, precision=precision).set(1)
         self.prime_shadow(candidate)

@@ -75,7 +75,7 @@ class Shadow:
         self.backend = settings.backend
         self.metrics = metrics
         self.candidate = UNKNOWN_CANDIDATE
-        self.candidate_model: dict[str, object] = {}
+        self.candidate_model: dict[str, str] = {}
         self._headers = {"content-type": "application/json", SHADOW_HEADER: "1"}
         if settings.shadow_api_key is not None:
             self._headers["x-api-key"] = settings.shadow_api_key.get_secret_value()
@@ -206,12 +206,16 @@ class Shadow:
             return  # still loading its manifest
         label = content_hash[:16]
         source, revision = str(model.get("source") or ""), str(model.get("revision") or "")
-        self.candidate_model = {"source": source, "revision": revision, "content_hash": label}
-        if label != self.candidate:
-            log.info("shadow: candidate at %s runs %s (revision %s, content %s)", self.url, source,
-                     revision or "-", label)
+        # Per backend on the candidate (`{"onnx": "int8"}`): the content hash says nothing of it.
+        precisions = model.get("precision")
+        precision = ",".join(f"{k}={v}" for k, v in sorted(precisions.items())) if isinstance(precisions, dict) else ""
+        identity = {"source": source, "revision": revision, "content_hash": label, "precision": precision}
+        if identity != self.candidate_model:
+            log.info("shadow: candidate at %s runs %s (revision %s, content %s, %s)", self.url, source,
+                     revision or "-", label, precision or "precision unknown")
             self.candidate = label
-            self.metrics.set_shadow_candidate(label, source, revision)
+            self.candidate_model = identity
+            self.metrics.set_shadow_candidate(label, source, revision, precision)
 
     async def _work(self) -> None:
         while True:

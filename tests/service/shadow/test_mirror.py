@@ -83,7 +83,7 @@ class Candidate:
 async def flipping(path: str, body: Any, headers: dict[str, str]) -> tuple[int, bytes]:
     if path.endswith("/health"):
         return 200, orjson.dumps({"status": "healthy", "model": {"source": "my-ft", "revision": "abc1234",
-                                                                  "content_hash": HASH}})
+                                                                  "content_hash": HASH, "precision": {"onnx": "int8"}}})
     return 200, orjson.dumps({"predictions": _predictions(body["text"], flip=True)})
 
 
@@ -170,13 +170,13 @@ def test_mirrored_texts_are_compared_and_counted_per_candidate_model() -> None:
             # The flips move 0.8 to 0.2 and 0.3 to 0.7 (0.6 and 0.4 on each label); the agreeing texts nothing.
             assert _count(metrics, "mlapi_shadow_score_difference_sum", candidate=label) == pytest.approx(1.0)
             assert _count(metrics, "mlapi_shadow_candidate_info", candidate=label, source="my-ft",
-                          revision="abc1234") == 1
+                          revision="abc1234", precision="onnx=int8") == 1
             posts = [(path, body, headers) for path, body, headers in candidate.requests if path.endswith("/predict")]
             assert sorted(t for _, body, _ in posts for t in body["text"]) == sorted(texts + texts[:2])
             assert all(path == "/lab/predict" and headers["x-api-key"] == "k-123" and headers["x-mlapi-shadow"] == "1"
                        for path, _, headers in posts)
             assert shadow.status()["candidate_model"] == {"source": "my-ft", "revision": "abc1234",
-                                                          "content_hash": label}
+                                                          "content_hash": label, "precision": "onnx=int8"}
 
     asyncio.run(run())
 
