@@ -144,6 +144,53 @@ ROWS: list[tuple[str, list[Chart]]] = [
 ]
 
 
+# Shadow (MLAPI_SHADOW_URL): the primary's counts of how a candidate model answered the texts mirrored to it.
+SHADOW_ROW = ("Shadow", [
+    Chart("Shadow outcomes",
+          "Mirrored texts per second per service and candidate model (its content hash): agree (same top label), "
+          "flip (another top label), error (no usable answer), and dropped (shadow queue full, never sent).", "short", [
+              Query(f"sum by (job, candidate, outcome) (rate(mlapi_shadow_texts_total{{{MLAPI}}}[{RATE}]))",
+                    "{{job}} {{candidate}} {{outcome}}"),
+              Query(f"sum by (job, candidate) (rate(mlapi_shadow_dropped_texts_total{{{MLAPI}}}[{RATE}]))",
+                    "{{job}} {{candidate}} dropped"),
+          ]),
+    Chart("Shadow flip ratio",
+          "Flips over texts compared, per service and candidate, over 5 minutes: mlapi:shadow_flip_ratio:rate5m, the "
+          "series the canary gate reads (recording rules in monitoring/prometheus/alerts.yaml). Errors, the texts the "
+          "candidate gave no usable answer, are the share next to it.", "percentunit", [
+              Query(f"mlapi:shadow_flip_ratio:rate5m{{{MLAPI}}}", "{{job}} {{candidate}} flips"),
+              Query(f"mlapi:shadow_error_ratio:rate5m{{{MLAPI}}}", "{{job}} {{candidate}} errors"),
+          ]),
+    Chart("Shadow score difference p50 / p99",
+          "Largest difference of any label's score between the live model and the candidate, per compared text.",
+          "short", [
+              Query(_quantile(q, "mlapi_shadow_score_difference", "job, candidate", MLAPI),
+                    f"p{int(q * 100)} {{{{job}}}} {{{{candidate}}}}")
+              for q in (0.5, 0.99)
+          ]),
+    Chart("Shadow errors by reason",
+          "Mirrored requests with no usable answer: timeout (MLAPI_SHADOW_TIMEOUT_SECONDS), unreachable, status "
+          "(not 200: a 401/403 is a missing MLAPI_SHADOW_API_KEY), invalid (not a /predict answer).", "reqps", [
+              Query(f"sum by (job, candidate, reason) (rate(mlapi_shadow_errors_total{{{MLAPI}}}[{RATE}]))",
+                    "{{job}} {{candidate}} {{reason}}"),
+          ]),
+    Chart("Shadow queue", "Mirrored texts waiting for the candidate per pod (bounded by MLAPI_SHADOW_QUEUE).",
+          "short", [
+              Query(f"sum by (pod, instance) (mlapi_shadow_queue_texts{{{MLAPI}}})", "{{pod}} {{instance}}"),
+          ]),
+    Chart("Models live and candidates",
+          "Pods per model each service runs (source, revision, content hash, precision, from its manifest), and the "
+          "candidate each service mirrors to (from the candidate's /health): a rollout shows as pods moving across.",
+          "short", [
+              Query(f"count by (job, source, revision, content_hash, precision) (mlapi_model_info{{{MLAPI}}})",
+                    "{{job}} live {{source}} {{revision}} {{content_hash}} {{precision}}"),
+              Query(f"max by (job, candidate, source, revision, precision) (mlapi_shadow_candidate_info{{{MLAPI}}})",
+                    "{{job}} candidate {{source}} {{revision}} {{candidate}} {{precision}}"),
+          ]),
+])
+ROWS.append(SHADOW_ROW)
+
+
 def _panel(chart: Chart, panel_id: int) -> timeseries.Panel | heatmap.Panel:
     panel: timeseries.Panel | heatmap.Panel
     if chart.heatmap:
@@ -173,7 +220,8 @@ def build() -> dict[str, object]:
         dash.Dashboard("mlapi")
         .uid(UID)
         .tags(["mlapi"])
-        .description("mlapi model services: traffic, errors, latency, cache, batching, queue and capacity.")
+        .description("mlapi model services: traffic, errors, latency, cache, batching, queue, capacity, cost and "
+                     "shadow agreement of candidate models.")
         .refresh("30s")
         .time("now-1h", "now")
         .timezone("browser")

@@ -47,6 +47,9 @@ class LogMetric:
 LOG_METRICS: tuple[LogMetric, ...] = (
     # Texts answered per API key, computed by the model or from the cache: cost per 1,000 predictions per key.
     LogMetric("mlapi_key_texts_total", ("key", "source")),
+    # Mirrored texts that agreed, flipped or failed on a candidate model, and those dropped: the rollout's gate.
+    LogMetric("mlapi_shadow_texts_total", ("candidate", "outcome")),
+    LogMetric("mlapi_shadow_dropped_texts_total", ("candidate",)),
 )
 
 

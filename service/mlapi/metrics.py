@@ -12,6 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+# Scores are probabilities: a difference is in [0, 1]. Fine steps near 0 (int8 against fp32 moves scores by ~0.01).
+_DIFFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 
 PRIMED_STATUSES = ("200", "422", "500", "503")
 CACHE_OPS = ("predict", "embed")
@@ -22,6 +24,12 @@ KEY_SOURCES = ("computed", "cached")
 MAX_KEY_LABELS = 100
 # Why a request was refused with 503: the queue was full, the model is not loaded, or the server is stopping.
 REJECT_REASONS = ("queue_full", "deadline", "too_many_tokens", "not_ready", "shutting_down")
+# Per mirrored text: the candidate agreed on the top label, flipped it, or gave no usable answer.
+SHADOW_OUTCOMES = ("agree", "flip", "error")
+# Why a mirrored request gave no usable answer.
+SHADOW_ERROR_REASONS = ("timeout", "unreachable", "status", "invalid")
+# The candidate's label before its /health has been read.
+UNKNOWN_CANDIDATE = "unknown"
 
 
 class Metrics:
@@ -76,6 +84,37 @@ class Metrics:
         self.cache_circuit_open = Gauge(
             "mlapi_cache_circuit_open", "1 while Redis is skipped after a failure (health reports degraded)", registry=r
         )
+        # Which model this server runs (1 per server): a rollout shows as pods moving from one label set to another.
+        self.model_info = Gauge(
+            "mlapi_model_info", "The model this server runs (value 1)",
+            ["source", "revision", "content_hash", "precision"], registry=r,
+        )
+        # Shadow (MLAPI_SHADOW_URL): a candidate's answers compared with this server's, per candidate model.
+        self.shadow_texts = Counter(
+            "mlapi_shadow_texts_total",
+            "Mirrored texts by outcome: the candidate agreed on the top label, flipped it, or gave no usable answer",
+            ["candidate", "outcome"], registry=r,
+        )
+        self.shadow_difference = Histogram(
+            "mlapi_shadow_score_difference",
+            "Largest absolute difference of a label's score between this server and the candidate, per text",
+            ["candidate"], buckets=_DIFFERENCE_BUCKETS, registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "mlapi_shadow_dropped_texts_total", "Sampled texts not mirrored because the shadow queue was full",
+            ["candidate"], registry=r,
+        )
+        self.shadow_errors = Counter(
+            "mlapi_shadow_errors_total", "Mirrored requests with no usable answer, by reason", ["candidate", "reason"],
+            registry=r,
+        )
+        self.shadow_queue = Gauge(
+            "mlapi_shadow_queue_texts", "Mirrored texts waiting for the candidate", registry=r
+        )
+        self.shadow_candidate = Gauge(
+            "mlapi_shadow_candidate_info", "The candidate model answers are mirrored to, from its /health (value 1)",
+            ["candidate", "source", "revision", "precision"], registry=r,
+        )
 
     def prime(self, path_prefix: str) -> None:
         """Create the label sets dashboards and alerts chart, at 0, so they read 0 before the first event, not empty."""
@@ -126,3 +165,25 @@ class Metrics:
         """Record one inference batch."""
         self.batch_size.labels(backend=backend).observe(texts)
         self.inference.labels(backend=backend).observe(seconds)
+
+    def set_model(self, source: str, revision: str | None, content_hash: str, precision: str) -> None:
+        """Publish which model is live (one series at 1)."""
+        self.model_info.clear()
+        self.model_info.labels(source=source, revision=revision or "", content_hash=content_hash,
+                               precision=precision).set(1)
+
+    def prime_shadow(self, candidate: str) -> None:
+        """Create a candidate's shadow series at 0, so its flip ratio reads 0 before the first flip."""
+        for outcome in SHADOW_OUTCOMES:
+            self.shadow_texts.labels(candidate=candidate, outcome=outcome)
+        for reason in SHADOW_ERROR_REASONS:
+            self.shadow_errors.labels(candidate=candidate, reason=reason)
+        self.shadow_difference.labels(candidate=candidate)
+        self.shadow_dropped.labels(candidate=candidate)
+        self.shadow_queue.set(0)
+
+    def set_shadow_candidate(self, candidate: str, source: str, revision: str, precision: str) -> None:
+        """Publish the candidate model's identity (one series at 1) and prime its series."""
+        self.shadow_candidate.clear()
+        self.shadow_candidate.labels(candidate=candidate, source=source, revision=revision, precision=precision).set(1)
+        self.prime_shadow(candidate)

@@ -258,6 +258,37 @@ class Settings(BaseSettings):
             "`MLAPI_METRICS_LOG_INTERVAL_SECONDS` writes; a name the server does not export stops it at start"
         ),
     )
+    shadow_url: str | None = Field(
+        None,
+        description=(
+            "a candidate `mlapi serve` to mirror answers to, as its base URL with its path prefix (e.g. "
+            "`http://sentiment-canary:8000/sentiment`; `/predict` and `/health` are appended); sampled texts go to "
+            "it off the request path and its answers are compared with this server's (see Shadow in "
+            "docs/operations.md); unset = no mirroring"
+        ),
+    )
+    shadow_fraction: float = Field(
+        0.1, ge=0.0, le=1.0,
+        description="share of `/predict` texts mirrored to `MLAPI_SHADOW_URL`, sampled per text (`1` = all)",
+    )
+    shadow_queue: int = Field(
+        1000, ge=1, le=1_000_000,
+        description=(
+            "mirrored texts waiting for the candidate, at most; past it texts are dropped and counted "
+            "(`mlapi_shadow_dropped_texts_total`), never waited for"
+        ),
+    )
+    shadow_timeout_seconds: float = Field(
+        5.0, gt=0.0, le=120.0,
+        description="time the candidate has to answer a mirrored request (or its `/health`) before it is an `error`",
+    )
+    shadow_api_key: SecretStr | None = Field(
+        None,
+        description=(
+            "API key sent to the candidate as `X-API-Key` when the candidate requires keys (a key of its keys file, "
+            "with a rate that admits the mirrored share)"
+        ),
+    )
 
     @field_validator("path_prefix")
     @classmethod
@@ -288,6 +319,19 @@ class Settings(BaseSettings):
             if not _COUNTER_RE.match(name):
                 raise ValueError(f"{name!r} is not a counter name: letters, digits and _, ending in _total")
         return list(dict.fromkeys(value))
+
+    @field_validator("shadow_url")
+    @classmethod
+    def _check_shadow_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not re.match(r"^https?://[^/?#\s@]+(/[^?#\s]*)?$", value):
+            raise ValueError(
+                "must be http:// or https:// with a host, and a path prefix at most (no query, no user:password@: "
+                "the key goes in MLAPI_SHADOW_API_KEY)"
+            )
+        return value
 
     @field_validator("redis_url")
     @classmethod

@@ -55,7 +55,9 @@ def test_dashboard_covers_every_required_signal() -> None:
         "mlapi_batch_texts_bucket", "mlapi_queue_wait_seconds_bucket", "mlapi_queue_texts", "mlapi_rejected_total",
         "mlapi_inference_seconds_bucket", "mlapi_cache_errors_total", "mlapi_cache_circuit_open",
         "kube_horizontalpodautoscaler_status_current_replicas", "kube_horizontalpodautoscaler_status_desired_replicas",
-        "container_cpu_usage_seconds_total",
+        "container_cpu_usage_seconds_total", "mlapi_shadow_texts_total", "mlapi_shadow_dropped_texts_total",
+        "mlapi:shadow_flip_ratio:rate5m", "mlapi_shadow_score_difference_bucket", "mlapi_shadow_errors_total",
+        "mlapi_model_info",
     ):
         assert metric in text, metric
     assert all(f"histogram_quantile({q}, " in text for q in ("0.5", "0.95", "0.99"))

@@ -2,9 +2,11 @@
 
 mlapi serves the baked MiniLM with a real redis-server (stopped and restarted mid-run, so the Redis error and
 circuit series move) and a queue small enough that concurrent misses are shed with 503; k6 (load/mixed.js) sends
-cache hits, misses, /query and 422s. Prometheus 2.42 (Debian's) scrapes it every second on loopback and loads
-alerts.yaml. Expressions over series only a cluster publishes (monitoring_files.KUBERNETES_ONLY: kube-state-metrics,
-cAdvisor) cannot come from this scrape; test_monitoring_files.py checks each one has a promtool unit test instead.
+cache hits, misses, /query and 422s. It mirrors every text to a second mlapi serving the tiny classifier
+(MLAPI_SHADOW_URL), so the shadow series and recording rules have data. Prometheus 2.42 (Debian's) scrapes it
+every second on loopback and loads alerts.yaml. Expressions over series only a cluster publishes
+(monitoring_files.KUBERNETES_ONLY: kube-state-metrics, cAdvisor) cannot come from this scrape;
+test_monitoring_files.py checks each one has a promtool unit test instead.
 """
 
 from __future__ import annotations
@@ -98,12 +100,16 @@ class Prometheus:
 
 
 @pytest.fixture
-def scraped(serve_mlapi, minilm_dir, redis_server, tmp_path) -> Iterator[Prometheus]:  # type: ignore[no-untyped-def]
-    """Prometheus holding the series of an mlapi that served a k6 run, a Redis outage and shed load."""
+def scraped(serve_mlapi, minilm_dir, classifier_dir, redis_server, tmp_path  # type: ignore[no-untyped-def]
+            ) -> Iterator[Prometheus]:
+    """Prometheus holding the series of an mlapi that served a k6 run, a Redis outage and shed load, and mirrored
+    every text to a candidate serving another model."""
+    candidate = serve_mlapi(classifier_dir, MLAPI_INTRA_OP_THREADS="1")
     server = serve_mlapi(
         minilm_dir, MLAPI_REDIS_URL=redis_server.url, MLAPI_REDIS_COOLDOWN_SECONDS="1",
         # A queue of one request's texts: a second batch of misses arriving during a pass is shed with 503.
         MLAPI_MAX_BATCH="8", MLAPI_MAX_QUEUE="8", MLAPI_MAX_LABELS="7",
+        MLAPI_SHADOW_URL=candidate.base_url, MLAPI_SHADOW_FRACTION="1",
     )
     prometheus = Prometheus(tmp_path, f"127.0.0.1:{server.port}")
     try:
@@ -136,10 +142,12 @@ def test_every_expression_returns_data_from_a_real_scrape(scraped: Prometheus) -
     assert scraped.value('sum(mlapi_cache_errors_total{kind!="skipped"})') > 0
     assert scraped.value("max(max_over_time(mlapi_cache_circuit_open[5m]))") == 1
     assert scraped.value('sum(mlapi_requests_total{route="/query",status="200"})') > 0
+    assert scraped.value('sum(mlapi_shadow_texts_total{outcome=~"agree|flip"})') > 0
+    assert scraped.value("count(mlapi:shadow_flip_ratio:rate5m)") == 1
 
     local = [e for e in dashboard_expressions() if not is_kubernetes_only(e)]
     local += [alert_as_bool(r["expr"]) for r in alert_rules() if not is_kubernetes_only(r["expr"])]
-    assert len(local) == 21
+    assert len(local) == 31
     empty = [expr for expr in local if not scraped.query(expr)]
     assert not empty, f"no data for: {empty}"
 

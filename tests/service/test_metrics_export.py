@@ -59,8 +59,8 @@ def test_lines_are_one_compact_json_object_each() -> None:
 
 def test_unknown_or_non_counter_names_stop_the_start_naming_the_setting() -> None:
     metrics = Metrics()
-    with pytest.raises(MetricsLogError, match="MLAPI_METRICS_LOG_COUNTERS: mlapi_shadow_texts_total"):
-        CounterLog(metrics.registry, ["mlapi_shadow_texts_total"])
+    with pytest.raises(MetricsLogError, match="MLAPI_METRICS_LOG_COUNTERS: mlapi_no_such_texts_total"):
+        CounterLog(metrics.registry, ["mlapi_no_such_texts_total"])
     registry = CollectorRegistry()
     Gauge("mlapi_depth_total", "a gauge with a counter's name", registry=registry)
     with pytest.raises(MetricsLogError, match="not a counter"):
@@ -211,8 +211,8 @@ def test_serve_refuses_a_counter_it_does_not_export(minilm_dir: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "mlapi", "serve", "--model-dir", str(minilm_dir)],
         env={**os.environ, "MLAPI_METRICS_LOG_INTERVAL_SECONDS": "60",
-             "MLAPI_METRICS_LOG_COUNTERS": "mlapi_key_texts_total,mlapi_shadow_texts_total"},
+             "MLAPI_METRICS_LOG_COUNTERS": "mlapi_key_texts_total,mlapi_no_such_texts_total"},
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2
-    assert "invalid configuration: MLAPI_METRICS_LOG_COUNTERS: mlapi_shadow_texts_total" in result.stderr
+    assert "invalid configuration: MLAPI_METRICS_LOG_COUNTERS: mlapi_no_such_texts_total" in result.stderr

@@ -29,6 +29,7 @@ from mlapi.engine.predictor import Predictor
 from mlapi.metrics import Metrics
 from mlapi.metrics_export import CounterLog, publish
 from mlapi.settings import Settings
+from mlapi.shadow.mirror import Shadow
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +80,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cache = build_cache(settings, metrics)
         predictor = Predictor(settings, metrics, cache)
+        shadow = Shadow(settings, metrics)
         app.state.cache = cache
         app.state.predictor = predictor
+        app.state.shadow = shadow
         loading = asyncio.create_task(predictor.load(), name="model-load")
         publishing = (asyncio.create_task(publish(counter_log, settings.metrics_log_interval_seconds),
                                           name="metrics-log") if counter_log is not None else None)
+        await shadow.start()
         try:
             yield
         finally:
             app.state.draining = True
+            await shadow.close()  # first: a stopping server waits for its own clients, never for the candidate
             await loading
             await predictor.close()
             if publishing is not None:  # after the drain, so the last line counts the last answers

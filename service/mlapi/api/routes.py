@@ -26,6 +26,7 @@ from mlapi.engine.predictor import Predictor
 from mlapi.errors import error_body
 from mlapi.metrics import Metrics
 from mlapi.settings import Settings
+from mlapi.shadow.mirror import SHADOW_HEADER
 
 
 async def get_predictor(request: Request) -> Predictor:
@@ -83,6 +84,8 @@ def build_router(settings: Settings, prefix: str = "") -> APIRouter:
         tenant = tenant_of(request)
         prediction = await predictor.predict(texts, backend, tenant)
         metrics.count_key_texts(key_name(tenant), prediction.cached)
+        # To the candidate (MLAPI_SHADOW_URL), if any: queued and returns at once, whatever the candidate does.
+        request.app.state.shadow.offer(texts, prediction.body, backend, SHADOW_HEADER in request.headers)
         headers = cache_headers(prediction.cached, settings.cache_headers_enabled)
         return Response(prediction.body, media_type="application/json", headers=headers)
 
@@ -108,11 +111,12 @@ def build_router(settings: Settings, prefix: str = "") -> APIRouter:
     @router.get("/health", responses={503: {"model": HealthResponse, "description": "Loading, failed or draining"}})
     async def health(request: Request, predictor: PredictorDep) -> HealthResponse:
         cache = request.app.state.cache.status()
+        shadow = request.app.state.shadow.status()
         draining = request.app.state.draining
         if draining or not predictor.ready:
             # Draining (after SIGTERM) reads as not ready, so traffic moves away while requests in flight finish.
             status = "draining" if draining else "failed" if predictor.error else "loading"
-            body = HealthResponse(status=status, model=predictor.status(), cache=cache).model_dump()
+            body = HealthResponse(status=status, model=predictor.status(), cache=cache, shadow=shadow).model_dump()
             body.update(error_body(_NOT_READY[status], "unhealthy"))
             return JSONResponse(body, status_code=503)  # type: ignore[return-value]
         return HealthResponse(
@@ -120,6 +124,7 @@ def build_router(settings: Settings, prefix: str = "") -> APIRouter:
             model=predictor.status(),
             cache=cache,
             backends=list(predictor.engines),
+            shadow=shadow,
         )
 
     @router.get("/metrics", response_class=Response, summary="Prometheus metrics")

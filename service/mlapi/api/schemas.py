@@ -40,6 +40,10 @@ class HealthResponse(BaseModel):
     model: dict[str, object] = Field(default_factory=dict)
     cache: dict[str, object] = Field(default_factory=dict)
     backends: list[str] = Field(default_factory=list)
+    shadow: dict[str, object] = Field(
+        default_factory=dict,
+        description="Mirroring to a candidate model (MLAPI_SHADOW_URL): where, what share, and the candidate's model",
+    )
 
 
 class PredictRequest(BaseModel):

@@ -20,6 +20,7 @@ from mlapi.engine.predictor import Predictor
 from mlapi.errors import UnsupportedTask
 from mlapi.metrics import Metrics
 from mlapi.settings import Settings
+from mlapi.shadow.mirror import SHADOW_HEADER
 
 BACKEND_HEADER = "X-Mlapi-Backend"
 
@@ -62,6 +63,7 @@ async def _top(request: Request, response: Response, text: str, backend: str) ->
     tenant = tenant_of(request)
     prediction = await predictor.predict([text], backend, tenant)
     metrics.count_key_texts(key_name(tenant), prediction.cached)
+    request.app.state.shadow.offer([text], prediction.body, backend, SHADOW_HEADER in request.headers)
     response.headers.update(cache_headers(prediction.cached, request.app.state.settings.cache_headers_enabled))
     labels = orjson.loads(prediction.body)["predictions"][0]
     return LabelScore.model_validate(max(labels, key=lambda item: item["score"]))

@@ -105,6 +105,9 @@ class Predictor:
             log.exception("model load failed")
             return
         self._loaded = True
+        default = self.engines[self.settings.backend].backend
+        self.metrics.set_model(manifest.source, manifest.revision, manifest.content_hash[:16],
+                               getattr(default, "precision", "fp32"))
         log.info("model %s ready on %s", manifest.source, ", ".join(self.engines))
 
     async def _add_engine(self, backend: Backend, manifest: Manifest) -> None:

@@ -22,7 +22,7 @@ from mlapi.settings import Settings
 from infra import cost
 from infra.config import ConfigError, build_config
 from infra.fargate import log_metrics
-from infra.fargate.log_metrics import LOG_METRICS, LogMetric, filter_pattern
+from infra.fargate.log_metrics import LOG_METRICS, LogMetric, filter_pattern, metrics_log_env
 
 _TERM = re.compile(r'\s*\$\.([A-Za-z0-9_-]+)\s*(=|!=|>|<|>=|<=)\s*("[^"]*"|\*|[-+]?\d+(?:\.\d+)?)\s*')
 
@@ -124,7 +124,9 @@ def test_log_metric_refuses_what_a_filter_cannot_publish(dimensions: tuple[str, 
 def test_fargate_stack_declares_one_filter_per_service_on_its_log_group(fargate: ProgramRun) -> None:
     filters = {r.name: plain(r.inputs) for r in fargate.of_type("aws:cloudwatch/logMetricFilter:LogMetricFilter")}
     groups = {g["name"] for g in (plain(r.inputs) for r in fargate.of_type("aws:cloudwatch/logGroup:LogGroup"))}
-    assert set(filters) == {"log-metrics-sentiment-mlapi_key_texts_total", "log-metrics-semantic-mlapi_key_texts_total"}
+    assert set(filters) == {f"log-metrics-{service}-{metric.counter}"
+                            for service in ("sentiment", "semantic") for metric in LOG_METRICS}
+    assert {m.counter for m in LOG_METRICS} >= {"mlapi_key_texts_total", "mlapi_shadow_texts_total"}
     for service in ("sentiment", "semantic"):
         declared = filters[f"log-metrics-{service}-mlapi_key_texts_total"]
         assert declared["logGroupName"] == f"/ecs/mlapi-fargate/{service}" and declared["logGroupName"] in groups
@@ -133,6 +135,8 @@ def test_fargate_stack_declares_one_filter_per_service_on_its_log_group(fargate:
         assert transformation == {"name": "mlapi_key_texts_total", "namespace": f"mlapi-fargate/{service}",
                                   "value": "$.value", "dimensions": {"key": "$.key", "source": "$.source"},
                                   "unit": "Count"}  # no defaultValue: CloudWatch refuses one beside dimensions
+        shadow = filters[f"log-metrics-{service}-mlapi_shadow_texts_total"]["metricTransformation"]
+        assert shadow["dimensions"] == {"candidate": "$.candidate", "outcome": "$.outcome"}
 
 
 def test_fargate_tasks_write_the_lines_the_filters_read(fargate: ProgramRun) -> None:
@@ -140,7 +144,7 @@ def test_fargate_tasks_write_the_lines_the_filters_read(fargate: ProgramRun) -> 
         (container,) = json.loads(plain(task.inputs)["containerDefinitions"])
         env = {e["name"]: e["value"] for e in container["environment"]}
         assert env["MLAPI_METRICS_LOG_INTERVAL_SECONDS"] == "60"
-        assert env["MLAPI_METRICS_LOG_COUNTERS"] == "mlapi_key_texts_total"
+        assert env["MLAPI_METRICS_LOG_COUNTERS"].split(",") == [m.counter for m in LOG_METRICS]
         assert container["logConfiguration"]["logDriver"] == "awslogs"
 
 
@@ -241,3 +245,11 @@ def test_bad_cost_dashboard_keys_name_their_key(dev_raw: dict[str, Any], keys: A
     with pytest.raises(ConfigError) as caught:
         build_config({**dev_raw, "costDashboardKeys": keys}, project="mlapi", stack="dev", region="us-east-1")
     assert caught.value.key == where
+
+
+def test_every_counter_the_tasks_ask_for_is_one_the_server_exports() -> None:
+    """A counter the server does not export stops `mlapi serve`: the task's list must be the server's own names."""
+    from mlapi.metrics import Metrics
+    from mlapi.metrics_export import CounterLog
+
+    CounterLog(Metrics().registry, metrics_log_env()["MLAPI_METRICS_LOG_COUNTERS"].split(","))
