@@ -265,6 +265,9 @@ class Predictor:
             "loaded": self.ready,
             "source": m.source,
             "revision": m.revision,
+            # What the weights were pinned to at bake: the hub commit a branch resolved to, or the S3 objects' count.
+            "origin": None if m.origin is None else {
+                "kind": m.origin.kind, "commit": m.origin.commit, "objects": len(m.origin.objects)},
             "task": m.task,
             "labels": m.labels,
             "content_hash": m.content_hash[:16],

@@ -6,7 +6,7 @@ import re
 import shutil
 
 from mlapi.api.request_stats import MAX_LISTED
-from mlapi.engine.manifest import Manifest
+from mlapi.engine.manifest import Manifest, Origin
 
 _TIMING = re.compile(r"^app;dur=(\d+\.\d)$")
 
@@ -85,10 +85,12 @@ def test_health_shows_source_revision_and_precision_per_backend(make_client, cla
     model_dir = tmp_path / "model"
     shutil.copytree(classifier_dir, model_dir)
     manifest = Manifest.load(model_dir)
-    manifest.model_copy(update={"revision": "0123abcd"}).save(model_dir)
+    origin = Origin(kind="hub", commit="0123abcd" * 5)
+    manifest.model_copy(update={"revision": "main", "origin": origin}).save(model_dir)
     with make_client(model_dir, extra_backends="torch") as client:
         model = client.get("/health").json()["model"]
         assert model["source"] == manifest.source
-        assert model["revision"] == "0123abcd"
+        assert model["revision"] == "main"
+        assert model["origin"] == {"kind": "hub", "commit": "0123abcd" * 5, "objects": 0}
         assert model["precision"] == {"onnx": "int8", "torch": "fp32"}
         assert model["task"] == "text-classification"
