@@ -1,7 +1,9 @@
-"""What both platforms stand on: the VPC, the ECR repository, one image per model service, and Redis."""
+"""What both platforms stand on: the VPC, the ECR repository, one image per model service (two while a candidate
+rolls out), and Redis."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +24,16 @@ class Foundation:
     registry: Registry
     images: dict[str, ModelImage]
     cache: Cache
+    candidates: dict[str, ModelImage] = dataclasses.field(default_factory=dict)
 
     def image_ref(self, service: str) -> pulumi.Output[str]:
         """`repo:tag@sha256:...` of one service's image."""
         return self.images[service].ref
+
+    def candidate_image_ref(self, service: str) -> pulumi.Output[str] | None:
+        """`repo:tag@sha256:...` of one service's candidate image; None when it has no candidate."""
+        image = self.candidates.get(service)
+        return image.ref if image is not None else None
 
 
 def build_foundation(cfg: StackConfig) -> Foundation:
@@ -51,6 +59,25 @@ def build_foundation(cfg: StackConfig) -> Foundation:
         )
         for svc in cfg.services
     }
+    # The candidate is built like a service of its own named `<name>-candidate`, so its tag never collides with
+    # the tag the service's own image gets once the candidate is promoted into modelId/modelRevision.
+    candidates = {
+        svc.name: ModelImage(
+            f"image-{svc.name}-candidate",
+            ModelImageArgs(
+                service=dataclasses.replace(svc, name=f"{svc.name}-candidate", model_id=svc.candidate.model_id,
+                                            model_revision=svc.candidate.model_revision, candidate=None),
+                repository_url=registry.repository_url,
+                registry_id=registry.registry_id,
+                context=cfg.image.context,
+                dockerfile=cfg.image.dockerfile,
+                source_hash=source_hash,
+                build_on_preview=cfg.image.build_on_preview,
+            ),
+        )
+        for svc in cfg.services
+        if svc.candidate is not None
+    }
     cache = Cache(
         "cache",
         CacheArgs(
@@ -61,4 +88,4 @@ def build_foundation(cfg: StackConfig) -> Foundation:
             tags=tags,
         ),
     )
-    return Foundation(network=network, registry=registry, images=images, cache=cache)
+    return Foundation(network=network, registry=registry, images=images, cache=cache, candidates=candidates)
