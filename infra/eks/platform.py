@@ -8,9 +8,8 @@ from typing import Any
 
 import pulumi
 
-from infra import cost
+from infra import cost, versions
 from infra.capacity import capacity_problems
-from infra import versions
 from infra.config import PROJECT_ROOT, ConfigError, StackConfig
 from infra.eks.canary import Flagger, FlaggerArgs
 from infra.eks.cluster import Cluster, ClusterArgs

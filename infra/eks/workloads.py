@@ -217,7 +217,6 @@ class Workloads(pulumi.ComponentResource):
             )
             deployment_opts = pulumi.ResourceOptions.merge(
                 deployment_opts, pulumi.ResourceOptions(depends_on=[flagger_canary]))
-            self.canaries.append(flagger_canary)
         image = item.candidate_image if under_flagger and item.candidate_image is not None else item.image
         extra_env = canary.shadow_env(svc, self._namespace_name) if under_flagger else []
         deployment = k8s.apps.v1.Deployment(
@@ -237,6 +236,7 @@ class Workloads(pulumi.ComponentResource):
         )
         if under_flagger:
             self._flagger_extras(name, svc, namespace, k8s_opts)
+            self.canaries.append(self._initialized(name, svc, namespace, k8s_opts, [deployment, flagger_canary]))
             # The apex Service `<name>` is Flagger's (same name as the program's would be).
             host_name: pulumi.Input[str] = svc.name
         else:
@@ -299,6 +299,22 @@ class Workloads(pulumi.ComponentResource):
             opts=k8s_opts,
         )
         return pulumi.Output.concat(host_name, ".", namespace, ".svc.cluster.local")
+
+    def _initialized(self, name: str, svc: ModelService, namespace: pulumi.Output[str],
+                     k8s_opts: pulumi.ResourceOptions, after: list[pulumi.Resource]) -> pulumi.Resource:
+        """A patch of the Canary that completes only once Flagger has initialized it (condition `Promoted`):
+        then the primary serves and Flagger's VirtualService exists, so the gateway may delegate to it. A wait on
+        the Canary itself would deadlock a first deploy (the Deployment is created after the Canary, and Flagger
+        cannot initialize without it); the patch comes after both, and waits only when first created."""
+        return k8s.apiextensions.CustomResourcePatch(
+            f"{name}-{svc.name}-canary-initialized",
+            api_version="flagger.app/v1beta1",
+            kind="Canary",
+            metadata={"name": svc.name, "namespace": namespace,
+                      "annotations": {"pulumi.com/waitFor": "condition=Promoted"}},
+            opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(
+                depends_on=after, custom_timeouts=pulumi.CustomTimeouts(create="20m", update="20m"))),
+        )
 
     def _flagger_extras(self, name: str, svc: ModelService, namespace: pulumi.Output[str],
                         k8s_opts: pulumi.ResourceOptions) -> None:

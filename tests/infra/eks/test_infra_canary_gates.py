@@ -78,8 +78,8 @@ class Verdict:
     the value lies in a range (promtool compares sample values exactly, so values are bracketed)."""
 
     def __init__(self, tool: Any, tmp_path: Path, gate: Gate, series: list[dict[str, str]]) -> None:
-        (tmp_path / "rules.yaml").write_text(yaml.safe_dump(
-            {"groups": [{"name": "gate", "rules": [{"record": "gate", "expr": gate.render("mlapi", "sentiment", "2m")}]}]}))
+        rule = {"record": "gate", "expr": gate.render("mlapi", "sentiment", "2m")}
+        (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": [{"name": "gate", "rules": [rule]}]}))
         self._check = lambda expr, expected: _holds(tool, tmp_path, series, expr, expected)
         self.gate = gate
 

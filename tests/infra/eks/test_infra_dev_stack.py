@@ -234,7 +234,8 @@ def test_declare_service_hpa_pdb_per_model(dev: ProgramRun) -> None:
     assert (hpas["sentiment"]["minReplicas"], hpas["sentiment"]["maxReplicas"]) == (2, 6)
     assert hpas["sentiment"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
     # One for the canary's pods, one for the primary's.
-    pdbs = {r.inputs["metadata"]["name"]: plain(r.inputs["spec"]) for r in dev.of_type("kubernetes:policy/v1:PodDisruptionBudget")}
+    pdbs = {r.inputs["metadata"]["name"]: plain(r.inputs["spec"])
+            for r in dev.of_type("kubernetes:policy/v1:PodDisruptionBudget")}
     assert set(pdbs) == {"sentiment", "sentiment-primary", "semantic", "semantic-primary"}
     assert pdbs["sentiment-primary"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "sentiment-primary"
 
