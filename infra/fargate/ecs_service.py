@@ -31,6 +31,8 @@ RUN_AS = "10001"
 # A rollout alarm fires after this many one-minute periods over its gate: long enough not to roll back on one
 # slow minute, short enough that the bad version serves minutes, not the 10 of the SLO alarms.
 ROLLOUT_PERIODS = 3
+# Where an operator reads what a rollout alarm means (the section's anchor).
+CANARY_RUNBOOK = "docs/operations.md#canary-roll-out-watch-promote-roll-back"
 # Valid Fargate CPU units and, for each, the memory range and step in MiB (ECS "Task size" table).
 _FARGATE_SIZES: dict[int, tuple[int, int, int]] = {
     256: (512, 2048, 512),
@@ -217,7 +219,7 @@ class EcsService(pulumi.ComponentResource):
             f"{name}-rollout-5xx",
             name=f"{args.name_prefix}-{svc.name}-rollout-5xx",
             alarm_description=f"{svc.name} rollout gate: more than {ERROR_RATIO.max_value:.0%} of answers 5xx for "
-            f"{ROLLOUT_PERIODS} minutes; ECS rolls the deployment back (docs/operations.md#canary)",
+            f"{ROLLOUT_PERIODS} minutes; ECS rolls the deployment back ({CANARY_RUNBOOK})",
             threshold=ERROR_RATIO.max_value,
             metric_queries=[
                 alb("errors", "HTTPCode_Target_5XX_Count"),
@@ -232,7 +234,7 @@ class EcsService(pulumi.ComponentResource):
             f"{name}-rollout-p99",
             name=f"{args.name_prefix}-{svc.name}-rollout-p99",
             alarm_description=f"{svc.name} rollout gate: p99 target response time over {LATENCY_P99.max_value:g} s "
-            f"for {ROLLOUT_PERIODS} minutes; ECS rolls the deployment back (docs/operations.md#canary)",
+            f"for {ROLLOUT_PERIODS} minutes; ECS rolls the deployment back ({CANARY_RUNBOOK})",
             namespace="AWS/ApplicationELB",
             metric_name="TargetResponseTime",
             dimensions=dims,

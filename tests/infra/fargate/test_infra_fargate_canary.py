@@ -8,14 +8,15 @@ exactly as before.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 from infra_mocks import REPOSITORY_URL, plain
-from infra_program import ProgramRun, operated_config, run_program
+from infra_program import REPO, ProgramRun, operated_config, run_program
 
 from infra.eks.canary_gates import ERROR_RATIO, LATENCY_P99
-from infra.fargate.ecs_service import ROLLOUT_PERIODS
+from infra.fargate.ecs_service import CANARY_RUNBOOK, ROLLOUT_PERIODS
 
 CANDIDATE = {"modelId": "distilbert/distilbert-base-uncased-finetuned-sst-2-english",
              "modelRevision": "0123456789abcdef0123456789abcdef01234567"}
@@ -77,3 +78,13 @@ def test_a_service_without_a_candidate_is_declared_the_same(with_candidate: Prog
         return {r.urn: plain(r.inputs) for r in run.resources if "semantic" in r.name and r.typ.startswith("aws:")}
 
     assert semantic(with_candidate) == semantic(fargate)
+
+
+def test_the_alarms_point_at_the_canary_runbook(with_candidate: ProgramRun) -> None:
+    page, anchor = CANARY_RUNBOOK.split("#")
+    headings = re.findall(r"^## (.+)$", (REPO / page).read_text(), re.M)
+    slugs = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in headings}
+    assert anchor in slugs
+    alarms = [a for a in _by_name(with_candidate, "aws:cloudwatch/metricAlarm:MetricAlarm").values()
+              if "rollout" in a["name"]]
+    assert len(alarms) == 2 and all(CANARY_RUNBOOK in a["alarmDescription"] for a in alarms)
