@@ -14,12 +14,14 @@ import json
 import re
 from typing import Any
 
+import jsonschema
 import pytest
 from infra_mocks import Recorded, plain
 from infra_program import ProgramRun, operated_config, run_program
 from resource_graph import Graph
+from test_infra_addon_manifests import validate_spec
 
-from infra.capacity import service_requests
+from infra.capacity import RELEASE_REQUESTS, service_requests
 from infra.config import CandidateModel, ModelService
 from infra.eks import canary
 from infra.eks.canary_gates import GATES
@@ -222,3 +224,26 @@ def test_capacity_counts_a_candidates_canary_pods() -> None:
     pods = service_requests([rolled])
     assert [p.name for p in pods] == ["s", "s-canary"]
     assert pods[1].max_replicas == base.max_replicas
+
+
+def test_flagger_requests_are_the_counted_ones(dev: ProgramRun) -> None:
+    releases = {r.inputs["name"]: plain(r.inputs) for r in dev.of_type("kubernetes:helm.sh/v3:Release")}
+    (pod,) = RELEASE_REQUESTS["flagger"]
+    assert releases["flagger"]["values"]["resources"]["requests"] == pod.resources()["requests"]
+
+
+def test_the_crd_schema_refuses_a_broken_canary(dev: ProgramRun) -> None:
+    good = _by_name(dev, CANARY)["sentiment"]
+    validate_spec(good)
+    for path, value in ((("targetRef", "kind"), "StatefulSet"), (("analysis", "interval"), "every minute"),
+                        (("service", "port"), "eighty")):
+        broken = json.loads(json.dumps(good))
+        broken["spec"][path[0]][path[1]] = value
+        with pytest.raises(jsonschema.ValidationError):
+            validate_spec(broken)
+    template = next(iter(_by_name(dev, TEMPLATE).values()))
+    validate_spec(template)
+    broken = json.loads(json.dumps(template))
+    broken["spec"]["provider"]["type"] = "promql"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_spec(broken)
