@@ -149,7 +149,7 @@ class Workloads(pulumi.ComponentResource):
 
     namespace: pulumi.Output[str]
     service_hosts: dict[str, pulumi.Output[str]]
-    # Flagger's Canaries (empty without Flagger): the gateway's routes to their VirtualServices wait for them.
+    # Flagger's Canaries (empty without Flagger): the gateway's routes to their VirtualServices come after them.
     canaries: list[pulumi.Resource]
 
     def __init__(self, name: str, args: WorkloadsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -236,7 +236,7 @@ class Workloads(pulumi.ComponentResource):
         )
         if under_flagger:
             self._flagger_extras(name, svc, namespace, k8s_opts)
-            self.canaries.append(self._initialized(name, svc, namespace, k8s_opts, [deployment, flagger_canary]))
+            self.canaries.append(flagger_canary)
             # The apex Service `<name>` is Flagger's (same name as the program's would be).
             host_name: pulumi.Input[str] = svc.name
         else:
@@ -299,22 +299,6 @@ class Workloads(pulumi.ComponentResource):
             opts=k8s_opts,
         )
         return pulumi.Output.concat(host_name, ".", namespace, ".svc.cluster.local")
-
-    def _initialized(self, name: str, svc: ModelService, namespace: pulumi.Output[str],
-                     k8s_opts: pulumi.ResourceOptions, after: list[pulumi.Resource]) -> pulumi.Resource:
-        """A patch of the Canary that completes only once Flagger has initialized it (condition `Promoted`):
-        then the primary serves and Flagger's VirtualService exists, so the gateway may delegate to it. A wait on
-        the Canary itself would deadlock a first deploy (the Deployment is created after the Canary, and Flagger
-        cannot initialize without it); the patch comes after both, and waits only when first created."""
-        return k8s.apiextensions.CustomResourcePatch(
-            f"{name}-{svc.name}-canary-initialized",
-            api_version="flagger.app/v1beta1",
-            kind="Canary",
-            metadata={"name": svc.name, "namespace": namespace,
-                      "annotations": {"pulumi.com/waitFor": "condition=Promoted"}},
-            opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(
-                depends_on=after, custom_timeouts=pulumi.CustomTimeouts(create="20m", update="20m"))),
-        )
 
     def _flagger_extras(self, name: str, svc: ModelService, namespace: pulumi.Output[str],
                         k8s_opts: pulumi.ResourceOptions) -> None:

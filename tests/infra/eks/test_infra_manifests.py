@@ -33,12 +33,10 @@ CHECKOV_SKIPS = {
 
 @pytest.fixture(scope="session")
 def manifests(dev: ProgramRun, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """Plain Kubernetes objects (not Helm releases, not reads of existing objects, not patches) keyed by name."""
+    """Plain Kubernetes objects (not Helm releases, not reads of existing objects) keyed by resource name."""
     out: dict[str, dict[str, Any]] = {}
     for res in dev.resources:
         if not res.typ.startswith("kubernetes:") or res.typ.startswith("kubernetes:helm.sh") or res.resource_id:
-            continue
-        if res.typ.endswith("Patch"):  # a patch of an object rendered here already, not an object of its own
             continue
         out[res.name] = {k: v for k, v in plain(res.inputs).items() if k not in ("compat",)}
     return out
