@@ -13,9 +13,11 @@ into the primary.
 Why a Canary exists for every service, not only while a candidate rolls out: Flagger's first reconcile of a new
 Canary copies the target into the primary *without analysis* (pkg/controller/scheduler.go at v1.44.0: Initialize,
 then setPhaseInitialized), so a Canary born together with a candidate would put the candidate live at once; and
-deleting a Canary deletes the primary it owns. So the Canary is there from the service's first deploy, and a
-change without a candidate (a new server image, a setting) is promoted at once (`skipAnalysis`), as a rolling
-update was before; with a candidate the analysis runs.
+deleting a Canary deletes the primary it owns. So the Canary is there from the service's first deploy. Its gates
+are there only while the service has a candidate: a change without one (a new server image, a setting) still goes
+through the mirror and the traffic steps, which need no traffic to pass, but is not held to gates a quiet stack
+could never meet. `skipAnalysis` stays off: with it on, Flagger's initialization would point the Services at the
+primary without waiting for it to be ready (DeploymentController.Initialize), an outage while the model loads.
 
 Shadow: the primary's pods mirror a sample of their texts to the canary's pods (`MLAPI_SHADOW_URL`) and count
 agreement, which the flip gate reads. The primary is a copy of the target's spec as of the last promotion, so the
@@ -96,7 +98,8 @@ def metric_template_spec(query: str) -> dict[str, Any]:
 
 def canary_spec(service: ModelService, service_port: int, route_timeout_seconds: int,
                 templates_namespace: str) -> dict[str, Any]:
-    """The Canary of one model service (module doc); analysis runs only while it has a candidate."""
+    """The Canary of one model service (module doc); the gates apply only while it has a candidate."""
+    gated = service.candidate is not None
     return {
         "provider": "istio",
         "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": service.name},
@@ -104,7 +107,8 @@ def canary_spec(service: ModelService, service_port: int, route_timeout_seconds:
         "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
         # Deleting the Canary (the service removed from config) hands the target back its traffic first.
         "revertOnDeletion": True,
-        "skipAnalysis": service.candidate is None,
+        # Off: Flagger then waits for the primary to be ready before it moves traffic to it (module doc).
+        "skipAnalysis": False,
         "service": {
             "port": service_port,
             "targetPort": "http",
@@ -126,7 +130,7 @@ def canary_spec(service: ModelService, service_port: int, route_timeout_seconds:
             "metrics": [
                 {"name": gate.name, "templateRef": {"name": gate.name, "namespace": templates_namespace},
                  "thresholdRange": {"max": gate.max_value}, "interval": METRIC_WINDOW}
-                for gate in GATES
+                for gate in (GATES if gated else ())
             ],
         },
     }

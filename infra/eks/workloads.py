@@ -204,8 +204,8 @@ class Workloads(pulumi.ComponentResource):
         selector = {"matchLabels": labels(svc)}
         under_flagger = self._canary is not None
         if self._canary is not None:
-            # Declared before the Deployment it targets, so a change of `skipAnalysis` (a candidate added or
-            # promoted) reaches Flagger before the new pod spec does.
+            # Declared before the Deployment it targets, so a change of its gates (a candidate added or promoted)
+            # reaches Flagger before the new pod spec does.
             flagger_canary = k8s.apiextensions.CustomResource(
                 f"{name}-{svc.name}-canary",
                 api_version="flagger.app/v1beta1",

@@ -1,7 +1,7 @@
 """The EKS stack's rollouts under Flagger, with and without a candidate, as the mocked `pulumi up` declares them.
 
 Proven here: the gates the MetricTemplates carry are the strings test_infra_canary_gates.py evaluates; each model
-service has a Canary whose analysis runs exactly while it has a candidate, whose target runs the candidate's image
+service has a Canary whose gates apply exactly while it has a candidate, whose target runs the candidate's image
 and whose VirtualService the gateway delegates to; the primary's pods mirror to the canary's and the canary's
 mirror nowhere; and the graph orders Flagger's CRDs before the Canaries, and the Canary before its target's new
 spec and before the gateway's delegation. A service without a candidate is declared the same
@@ -75,7 +75,7 @@ def test_flagger_is_istio_on_the_stacks_prometheus(dev: ProgramRun) -> None:
     assert releases["istiod"]["values"]["env"]["PILOT_ENABLE_VIRTUAL_SERVICE_DELEGATE"] == "true"
 
 
-def test_every_service_has_a_canary_that_skips_analysis_without_a_candidate(dev: ProgramRun) -> None:
+def test_every_service_has_a_canary_with_no_gates_without_a_candidate(dev: ProgramRun) -> None:
     canaries = _by_name(dev, CANARY)
     assert set(canaries) == {"sentiment", "semantic"}
     for name, obj in canaries.items():
@@ -84,7 +84,10 @@ def test_every_service_has_a_canary_that_skips_analysis_without_a_candidate(dev:
         assert spec["targetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
         assert spec["autoscalerRef"] == {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
                                          "name": name}
-        assert spec["skipAnalysis"] is True
+        # Never skipped: Flagger waits for the primary to be ready only when the analysis runs.
+        assert spec["skipAnalysis"] is False
+        # Steps without gates: a quiet stack's change still goes out, progressively.
+        assert spec["analysis"]["metrics"] == []
         assert spec["revertOnDeletion"] is True
         assert spec["service"]["delegation"] is True and spec["service"]["port"] == 80
         # Flagger's VirtualService keeps the route timeout, longer than the service's own request timeout, so
@@ -94,8 +97,8 @@ def test_every_service_has_a_canary_that_skips_analysis_without_a_candidate(dev:
         assert timeout and int(timeout.group(1)) > int(env["MLAPI_REQUEST_TIMEOUT_SECONDS"])
 
 
-def test_the_analysis_mirrors_first_then_steps_traffic_gated_on_every_gate(dev: ProgramRun) -> None:
-    analysis = _by_name(dev, CANARY)["sentiment"]["spec"]["analysis"]
+def test_the_analysis_mirrors_first_then_steps_traffic_gated_on_every_gate(with_candidate: ProgramRun) -> None:
+    analysis = _by_name(with_candidate, CANARY)["sentiment"]["spec"]["analysis"]
     assert analysis["mirror"] is True and analysis["mirrorWeight"] == 100
     assert 0 < analysis["stepWeight"] <= analysis["maxWeight"] <= 100
     assert analysis["threshold"] >= 1
@@ -108,10 +111,10 @@ def test_the_analysis_mirrors_first_then_steps_traffic_gated_on_every_gate(dev: 
         assert metrics[gate.name]["interval"] == "2m"
 
 
-def test_a_candidate_turns_analysis_on_and_runs_in_the_target(with_candidate: ProgramRun, dev: ProgramRun) -> None:
+def test_a_candidate_turns_the_gates_on_and_runs_in_the_target(with_candidate: ProgramRun, dev: ProgramRun) -> None:
     canaries = _by_name(with_candidate, CANARY)
-    assert canaries["sentiment"]["spec"]["skipAnalysis"] is False
-    assert canaries["semantic"]["spec"]["skipAnalysis"] is True
+    assert len(canaries["sentiment"]["spec"]["analysis"]["metrics"]) == len(GATES)
+    assert canaries["semantic"]["spec"]["analysis"]["metrics"] == []
     images = {r.name: plain(r.inputs) for r in with_candidate.of_type("docker-build:index:Image")}
     candidate = images["image-sentiment-candidate-image"]
     assert candidate["buildArgs"] == {"MODEL_ID": CANDIDATE["modelId"], "MODEL_REVISION": CANDIDATE["modelRevision"]}
@@ -204,7 +207,7 @@ def test_the_graph_orders_crds_canary_target_and_delegation(dev: ProgramRun) -> 
     for name in ("sentiment", "semantic"):
         can = _one(dev, CANARY, f"workloads-{name}-canary")
         target = _one(dev, DEPLOYMENT, f"workloads-{name}-deployment")
-        # A new `skipAnalysis` reaches Flagger before the spec it is about.
+        # New gates reach Flagger before the spec they are about.
         assert graph.created_after(target.urn, can.urn)
         # The gateway's delegation is declared after the Canary whose VirtualService it names.
         assert graph.created_after(root.urn, can.urn)
@@ -230,8 +233,8 @@ def test_flagger_requests_are_the_counted_ones(dev: ProgramRun) -> None:
     assert releases["flagger"]["values"]["resources"]["requests"] == pod.resources()["requests"]
 
 
-def test_the_crd_schema_refuses_a_broken_canary(dev: ProgramRun) -> None:
-    good = _by_name(dev, CANARY)["sentiment"]
+def test_the_crd_schema_refuses_a_broken_canary(with_candidate: ProgramRun, dev: ProgramRun) -> None:
+    good = _by_name(with_candidate, CANARY)["sentiment"]
     validate_spec(good)
     for path, value in ((("targetRef", "kind"), "StatefulSet"), (("analysis", "interval"), "every minute"),
                         (("service", "port"), "eighty")):
