@@ -1,6 +1,6 @@
-"""The `platform: eks` wiring: the cluster on EKS Auto Mode, the model workloads with their API keys secret and
-its sync, and the Istio mesh that routes to them; then what operates them: monitoring and the gateway's edge
-policy."""
+"""The `platform: eks` wiring: the cluster on EKS Auto Mode, Flagger, the model workloads (each a Flagger Canary)
+with their API keys secret and its sync, and the Istio mesh that routes to them; then what operates them:
+monitoring and the gateway's edge policy."""
 
 from __future__ import annotations
 
