@@ -24,7 +24,10 @@ agreement, which the flip gate reads. The primary is a copy of the target's spec
 setting is in every pod's spec, and the URL is built from the pod's own selector label (downward API): in a
 primary pod `<name>-primary` gives `http://<name>-primary-shadow...`, a Service of the canary's pods; in a canary
 pod `<name>` gives `http://<name>-shadow...`, which does not exist, so a canary never mirrors to itself (its
-attempts fail at DNS and count as `error` under candidate `unknown`, never as agreement).
+attempts fail at DNS and count as `error` under candidate `unknown`, never as agreement). The price: between
+rollouts the target has no pods, so the primary's mirror is refused at once and its sampled texts count as
+`error` under `unknown` too (with the service's warning at most once a minute), a few failed connections a second
+that need no change in config to become a shadow when a candidate arrives.
 """
 
 from __future__ import annotations
