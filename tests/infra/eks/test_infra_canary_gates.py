@@ -11,6 +11,7 @@ canary's `sentiment-...`), `job`.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -159,3 +160,23 @@ def test_no_traffic_gives_no_value_for_every_gate(verdict) -> None:  # type: ign
     quiet = _requests(0, 0) + _latency({"0.1": 0, "+Inf": 0}) + _shadow(0, 0)
     for gate in GATES:
         assert verdict(gate, quiet).no_value, gate.name
+
+
+def test_queries_use_only_the_variables_flagger_fills_in() -> None:
+    # Flagger renders a MetricTemplate's query as a Go template with these variables (Flagger "Metrics Analysis",
+    # custom metrics); anything else between braces would fail the template or reach Prometheus unrendered.
+    for gate in GATES:
+        assert set(re.findall(r"\{\{\s*(\w+)\s*\}\}", gate.query)) == {"namespace", "target", "interval"}
+        rendered = gate.render("mlapi", "sentiment", "2m")
+        assert "{{" not in rendered and "}}" not in rendered
+
+
+def test_latency_and_error_gates_read_metrics_the_service_exports() -> None:
+    from mlapi.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.prime("/sentiment")
+    exported = {s.name for family in metrics.registry.collect() for s in family.samples}
+    for gate in (ERROR_RATIO, LATENCY_P99):
+        used = set(re.findall(r"\b(mlapi_\w+)\{", gate.query))
+        assert used and used <= exported, (gate.name, used - exported)
