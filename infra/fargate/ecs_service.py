@@ -9,7 +9,9 @@ watched by CloudWatch alarms on the gates of the EKS canary (`infra/eks/canary_g
 p99 latency, from the ALB's target group metrics), and ECS rolls back to the last completed deployment when one
 fires (`alarms` with `rollback`; ECS keeps watching for a bake time it derives from the alarms' evaluation
 periods, ECS developer guide "How the CloudWatch deployment alarms detect Amazon ECS deployment failures"). The
-deployment circuit breaker still rolls back tasks that never become healthy.
+deployment circuit breaker still rolls back tasks that never become healthy. ECS's native CANARY strategy is not
+used: a service moves from rolling to canary only between deployments (ECS developer guide, "Update the Amazon
+ECS deployment strategy"), so it could not arrive with the candidate; docs/operations.md, Canary, says more.
 """
 
 from __future__ import annotations
