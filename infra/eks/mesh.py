@@ -1,4 +1,5 @@
-"""Istio ingress for the EKS platform: one public gateway, one VirtualService that routes each path prefix.
+"""Istio ingress for the EKS platform: one public gateway, one VirtualService that routes each path prefix (to the
+service, or, under Flagger, by delegation to the service's own VirtualService, which splits primary and canary).
 
 Each model service is served under its own prefix by the service itself (`MLAPI_PATH_PREFIX`), so routes match
 the prefix and forward unchanged: no rewrite, and `/project/docs` links stay valid behind the gateway. The
