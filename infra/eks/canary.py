@@ -108,8 +108,10 @@ def canary_spec(service: ModelService, service_port: int, route_timeout_seconds:
         "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": service.name},
         "autoscalerRef": {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": service.name},
         "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
-        # Deleting the Canary (the service removed from config) hands the target back its traffic first.
-        "revertOnDeletion": True,
+        # No revert on deletion: it puts a finalizer on the Canary that Flagger removes only after scaling the
+        # target back up, and `pulumi destroy` (or a service removed from config) deletes the target first, so
+        # the Canary would never go (controller.go, finalize). Without it the Canary's objects go with it.
+        "revertOnDeletion": False,
         # Off: Flagger then waits for the primary to be ready before it moves traffic to it (module doc).
         "skipAnalysis": False,
         "service": {
