@@ -66,6 +66,10 @@ PROGRESS_DEADLINE_SECONDS = 900
 SHADOW_FRACTION = 0.2
 # Not `MLAPI_`: the service refuses unknown `MLAPI_*` variables.
 SHADOW_ROLE_ENV = "SHADOW_POD_ROLE"
+# With API keys on, the canary refuses the primary's mirrored texts without a key of its own: the operator makes
+# one (`mlapi keys create shadow`) and puts it here (docs/operations.md, Canary); the stack never holds keys.
+SHADOW_KEY_SECRET = "mlapi-shadow-api-key"
+SHADOW_KEY_FIELD = "key"
 
 
 def shadow_service_name(service: ModelService) -> str:
@@ -73,14 +77,20 @@ def shadow_service_name(service: ModelService) -> str:
     return f"{service.name}-primary-shadow"
 
 
-def shadow_env(service: ModelService, namespace: str) -> list[dict[str, Any]]:
-    """The pod env that makes a primary pod mirror to the canary and a canary pod mirror nowhere (module doc)."""
-    return [
+def shadow_env(service: ModelService, namespace: str, keys: bool = False) -> list[dict[str, Any]]:
+    """The pod env that makes a primary pod mirror to the canary and a canary pod mirror nowhere (module doc);
+    with `keys`, the key it mirrors with, from a Secret the operator makes (optional: a pod starts without it, and
+    its mirrored texts are refused, which the flip gate reads as no evidence)."""
+    env: list[dict[str, Any]] = [
         {"name": SHADOW_ROLE_ENV, "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{SELECTOR_LABEL}']"}}},
         {"name": "MLAPI_SHADOW_URL",
          "value": f"http://$({SHADOW_ROLE_ENV})-shadow.{namespace}.svc.cluster.local{service.path_prefix}"},
         {"name": "MLAPI_SHADOW_FRACTION", "value": str(SHADOW_FRACTION)},
     ]
+    if keys:
+        env.append({"name": "MLAPI_SHADOW_API_KEY", "valueFrom": {"secretKeyRef": {
+            "name": SHADOW_KEY_SECRET, "key": SHADOW_KEY_FIELD, "optional": True}}})
+    return env
 
 
 def flagger_values() -> dict[str, Any]:
@@ -90,6 +100,11 @@ def flagger_values() -> dict[str, Any]:
         "meshProvider": "istio",
         "metricsServer": PROMETHEUS_URL,
         "selectorLabels": SELECTOR_LABEL,
+        # Off: with it, Flagger gives the primary its own copies of the Secrets the target reads (`<name>-primary`)
+        # and refreshes them only at a promotion, and it starts a canary run whenever one changes; the API keys
+        # Secret, which External Secrets refreshes every minute for key rotation without restarts, would then
+        # reach the live pods only after a rollout, and each rotation would roll every service.
+        "configTracking": {"enabled": False},
         "resources": {**pod.resources(), "limits": {"memory": "256Mi"}},
     }
 

@@ -218,7 +218,7 @@ class Workloads(pulumi.ComponentResource):
             deployment_opts = pulumi.ResourceOptions.merge(
                 deployment_opts, pulumi.ResourceOptions(depends_on=[flagger_canary]))
         image = item.candidate_image if under_flagger and item.candidate_image is not None else item.image
-        extra_env = canary.shadow_env(svc, self._namespace_name) if under_flagger else []
+        extra_env = canary.shadow_env(svc, self._namespace_name, self._api_keys) if under_flagger else []
         deployment = k8s.apps.v1.Deployment(
             f"{name}-{svc.name}-deployment",
             metadata=meta,

@@ -68,6 +68,11 @@ def test_flagger_is_istio_on_the_stacks_prometheus(dev: ProgramRun) -> None:
     assert release["repositoryOpts"]["repo"] == "https://flagger.app"
     assert release["values"]["meshProvider"] == "istio"
     assert release["values"]["metricsServer"] == canary.PROMETHEUS_URL
+    # The primary reads the same Secrets as the target, so a key rotation reaches the live pods within a minute
+    # and rolls nothing (Flagger's config tracking would copy them, refreshed only at a promotion).
+    assert release["values"]["configTracking"] == {"enabled": False}
+    volumes = _by_name(dev, DEPLOYMENT)["sentiment"]["spec"]["template"]["spec"]["volumes"]
+    assert any(v.get("secret", {}).get("secretName") == "mlapi-api-keys" for v in volumes)
     # The label the Deployments select on, so Flagger renames it (and only it) for the primary.
     deployment = _by_name(dev, DEPLOYMENT)["sentiment"]
     assert release["values"]["selectorLabels"] in deployment["spec"]["selector"]["matchLabels"]
@@ -172,8 +177,12 @@ def test_the_primary_mirrors_to_the_canary_and_the_canary_mirrors_nowhere(dev: P
     assert host not in services and host not in flagger_services
     # The helper variable is no `MLAPI_` one: the service refuses unknown `MLAPI_*` settings.
     assert not canary.SHADOW_ROLE_ENV.startswith("MLAPI_")
-    assert {e["name"] for e in env if e["name"].startswith("MLAPI_SHADOW")} == {"MLAPI_SHADOW_URL",
-                                                                              "MLAPI_SHADOW_FRACTION"}
+    assert {e["name"] for e in env if e["name"].startswith("MLAPI_SHADOW")} == {
+        "MLAPI_SHADOW_URL", "MLAPI_SHADOW_FRACTION", "MLAPI_SHADOW_API_KEY"}
+    # The canary requires keys like the primary: the mirror's key comes from a Secret the operator makes, by
+    # reference, and a missing one does not keep the pod from starting.
+    key = next(e for e in env if e["name"] == "MLAPI_SHADOW_API_KEY")
+    assert key["valueFrom"]["secretKeyRef"] == {"name": "mlapi-shadow-api-key", "key": "key", "optional": True}
 
 
 def test_network_policies_admit_the_gateway_to_both_roles_and_the_primary_to_the_canary(dev: ProgramRun) -> None:
