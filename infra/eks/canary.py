@@ -62,8 +62,10 @@ MAX_WEIGHT = 50
 # A model pod can take minutes to load (the startup probe allows 5); past this, a canary that never became ready
 # is rolled back.
 PROGRESS_DEADLINE_SECONDS = 900
-# Share of each primary pod's texts mirrored to the canary (MLAPI_SHADOW_FRACTION).
+# Share of each primary pod's texts mirrored to the canary (MLAPI_SHADOW_FRACTION), and of the gateway's requests
+# mirrored to it in the first step.
 SHADOW_FRACTION = 0.2
+MIRROR_PERCENT = 20
 # Not `MLAPI_`: the service refuses unknown `MLAPI_*` variables.
 SHADOW_ROLE_ENV = "SHADOW_POD_ROLE"
 # With API keys on, the canary refuses the primary's mirrored texts without a key of its own: the operator makes
@@ -143,10 +145,12 @@ def canary_spec(service: ModelService, service_port: int, route_timeout_seconds:
             "threshold": THRESHOLD,
             "stepWeight": STEP_WEIGHT,
             "maxWeight": MAX_WEIGHT,
-            # First step: the gateway mirrors every request to the canary, so latency and 5xx are measured on
-            # real traffic before any client gets a canary answer (Flagger runs the analysis on the mirror step).
+            # First step: the gateway mirrors a share of the requests to the canary, so latency and 5xx are
+            # measured on real traffic before any client gets a canary answer (Flagger runs the analysis on the
+            # mirror step). A share, not all: a mirrored request carries the client's key, and the canary counts
+            # it against the client's rate limit in the Redis both share.
             "mirror": True,
-            "mirrorWeight": 100,
+            "mirrorWeight": MIRROR_PERCENT,
             "metrics": [
                 {"name": gate.name, "templateRef": {"name": gate.name, "namespace": templates_namespace},
                  "thresholdRange": {"max": gate.max_value}, "interval": METRIC_WINDOW}

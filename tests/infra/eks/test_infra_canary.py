@@ -106,7 +106,9 @@ def test_every_service_has_a_canary_with_no_gates_without_a_candidate(dev: Progr
 
 def test_the_analysis_mirrors_first_then_steps_traffic_gated_on_every_gate(with_candidate: ProgramRun) -> None:
     analysis = _by_name(with_candidate, CANARY)["sentiment"]["spec"]["analysis"]
-    assert analysis["mirror"] is True and analysis["mirrorWeight"] == 100
+    # Mirrored requests spend their clients' rate limits a second time (the canary shares the primary's Redis):
+    # a share of the traffic, not all of it.
+    assert analysis["mirror"] is True and 0 < analysis["mirrorWeight"] <= 25
     assert 0 < analysis["stepWeight"] <= analysis["maxWeight"] <= 100
     assert analysis["threshold"] >= 1
     metrics = {m["name"]: m for m in analysis["metrics"]}
