@@ -93,6 +93,8 @@ RELEASE_REQUESTS: dict[str, tuple[PodRequests, ...]] = {
                          "set by the program (monitoring.py)")
         for pod, containers in monitoring.CONTAINERS_PER_POD.items()
     ),
+    # One controller pod; it only watches Canaries and queries Prometheus.
+    "flagger": (PodRequests("flagger", "deployment", 50, 64, source="set by the program (canary.py)"),),
     "external-secrets": tuple(
         _from_containers(f"external-secrets-{part}", [resources["requests"]], "set by the program (api_keys.py)")
         for part, resources in api_keys.ESO_RESOURCES.items()
@@ -137,12 +139,17 @@ def smallest_node(settings: ClusterSettings) -> NodeShape:
 
 
 def service_requests(services: Iterable[ModelService]) -> tuple[PodRequests, ...]:
-    """The model services as scheduled: requests equal limits (workloads.py), min to max replicas (the HPA)."""
-    return tuple(
-        PodRequests(s.name, "deployment", s.cpu_millicores, s.memory_mib, s.min_replicas, s.max_replicas,
-                    source="stack config mlapi:services")
-        for s in services
-    )
+    """The model services as scheduled: requests equal limits (workloads.py), min to max replicas (the HPA).
+
+    A service with a candidate runs it beside the live model while Flagger analyses it (canary.py): the canary
+    Deployment scales like the primary, so it is counted twice.
+    """
+    listed = []
+    for s in services:
+        for name in (s.name, f"{s.name}-canary") if s.candidate is not None else (s.name,):
+            listed.append(PodRequests(name, "deployment", s.cpu_millicores, s.memory_mib, s.min_replicas,
+                                      s.max_replicas, source="stack config mlapi:services"))
+    return tuple(listed)
 
 
 def cluster_requests(services: Iterable[ModelService], releases: Iterable[str]) -> tuple[PodRequests, ...]:

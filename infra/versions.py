@@ -67,6 +67,10 @@ KUBE_PROMETHEUS_STACK_CHART = "88.5.3"
 # in the repository as read. The project supports only its latest minor (docs/introduction/stability-support.md):
 # check for a newer one before each upgrade. (2.14.0, pinned before, has no tag in the repository.)
 EXTERNAL_SECRETS_CHART = "2.9.0"
+# fluxcd/flagger tag v1.44.0, commit 15bd6ad5 (2026-07-21), the newest release in the repository as read; its chart
+# `charts/flagger` is version 1.44.0 (kubeVersion >=1.19) and installs the CRDs of artifacts/flagger/crd.yaml.
+# Flagger supports its latest release only: check for a newer one before each upgrade.
+FLAGGER_CHART = "1.44.0"
 
 
 def _minor(version: str) -> int:

@@ -1,4 +1,5 @@
-"""Istio ingress for the EKS platform: one public gateway, one VirtualService that routes each path prefix.
+"""Istio ingress for the EKS platform: one public gateway, one VirtualService that routes each path prefix (to the
+service, or, under Flagger, by delegation to the service's own VirtualService, which splits primary and canary).
 
 Each model service is served under its own prefix by the service itself (`MLAPI_PATH_PREFIX`), so routes match
 the prefix and forward unchanged: no rewrite, and `/project/docs` links stay valid behind the gateway. The
@@ -34,11 +35,13 @@ GATEWAY_NAME = "mlapi"
 
 @dataclass(frozen=True)
 class Route:
-    """A path prefix and the in-cluster Service that serves it."""
+    """A path prefix and the in-cluster Service that serves it; or, with `delegate`, the name of the VirtualService
+    in the app namespace that routes it (Flagger's, which shifts traffic between primary and canary)."""
 
     path_prefix: str
     service_host: pulumi.Input[str]
     service_port: int
+    delegate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class MeshArgs:
     route_timeout_seconds: int
     certificate_arn: str
     depends_on: list[pulumi.Resource]
+    # What the root VirtualService waits for besides istiod: the delegates' owners (Flagger's Canaries).
+    routes_depend_on: list[pulumi.Resource] | None = None
 
 
 _LB = "service.beta.kubernetes.io/aws-load-balancer-"
@@ -90,18 +95,26 @@ def gateway_service(certificate_arn: str) -> dict[str, Any]:
     return {"spec": spec, "annotations": annotations}
 
 
-def http_routes(routes: list[Route], timeout_seconds: int) -> list[dict[str, object]]:
+def http_routes(routes: list[Route], timeout_seconds: int,
+                namespace: pulumi.Input[str] | None = None) -> list[dict[str, object]]:
     """VirtualService `http` entries: `/x` exactly and `/x/...`, so `/x` never captures `/xy`; the timeout lets
-    the service's own 503 (request timeout) reach the client before the proxy gives up."""
-    return [
-        {
+    the service's own 503 (request timeout) reach the client before the proxy gives up. A delegated route hands
+    the matched requests to the delegate VirtualService in `namespace` (Istio "VirtualService", Delegate: the
+    delegate holds the destinations and the timeout)."""
+    out: list[dict[str, object]] = []
+    for route in routes:
+        entry: dict[str, object] = {
             "name": route.path_prefix.strip("/").replace("/", "-"),
             "match": [{"uri": {"exact": route.path_prefix}}, {"uri": {"prefix": route.path_prefix + "/"}}],
-            "route": [{"destination": {"host": route.service_host, "port": {"number": route.service_port}}}],
-            "timeout": f"{timeout_seconds}s",
         }
-        for route in routes
-    ]
+        if route.delegate is not None:
+            entry["delegate"] = {"name": route.delegate, "namespace": namespace}
+        else:
+            entry["route"] = [{"destination": {"host": route.service_host,
+                                               "port": {"number": route.service_port}}}]
+            entry["timeout"] = f"{timeout_seconds}s"
+        out.append(entry)
+    return out
 
 
 class Mesh(pulumi.ComponentResource):
@@ -143,8 +156,11 @@ class Mesh(pulumi.ComponentResource):
             namespace=system_ns.metadata["name"],
             # The istiod chart reads its values flat; under `pilot:` (the old istio-operator layout) they are
             # silently ignored (tests/infra/charts/istiod).
+            # Delegation lets Flagger's VirtualServices route the prefixes the root VirtualService hands them
+            # (off by default in istiod's feature flags of old releases; set, not assumed).
             values={"autoscaleMin": istiod_pod.min_replicas, "autoscaleMax": istiod_pod.max_replicas,
-                    "resources": istiod_pod.resources()},
+                    "resources": istiod_pod.resources(),
+                    "env": {"PILOT_ENABLE_VIRTUAL_SERVICE_DELEGATE": "true"}},
             atomic=True,
             timeout=600,
             opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=[base])),
@@ -186,9 +202,10 @@ class Mesh(pulumi.ComponentResource):
             spec={
                 "hosts": ["*"],
                 "gateways": [f"{GATEWAY_NAMESPACE}/{GATEWAY_NAME}"],
-                "http": http_routes(args.routes, args.route_timeout_seconds),
+                "http": http_routes(args.routes, args.route_timeout_seconds, args.app_namespace),
             },
-            opts=crd_ready,
+            opts=pulumi.ResourceOptions.merge(
+                crd_ready, pulumi.ResourceOptions(depends_on=list(args.routes_depend_on or []))),
         )
         lb = gateway_service(args.certificate_arn)
         service = k8s.core.v1.Service(

@@ -60,6 +60,8 @@ class ScrapeTarget:
     selector: dict[str, str]
     port: str
     path: str
+    # Label selector requirements besides `selector` (`matchExpressions`).
+    expressions: tuple[dict[str, Any], ...] | list[dict[str, Any]] = ()
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,8 @@ def pod_monitor_spec(target: ScrapeTarget) -> dict[str, Any]:
     """PodMonitor spec for one target: its namespace, its pods, its metrics port and path."""
     return {
         "namespaceSelector": {"matchNames": [target.namespace]},
-        "selector": {"matchLabels": target.selector},
+        "selector": {"matchLabels": target.selector,
+                     **({"matchExpressions": list(target.expressions)} if target.expressions else {})},
         "podMetricsEndpoints": [{"port": target.port, "path": target.path, "interval": SCRAPE_INTERVAL}],
     }
 

@@ -1,6 +1,6 @@
-"""The `platform: eks` wiring: the cluster on EKS Auto Mode, the model workloads with their API keys secret and
-its sync, and the Istio mesh that routes to them; then what operates them: monitoring and the gateway's edge
-policy."""
+"""The `platform: eks` wiring: the cluster on EKS Auto Mode, Flagger, the model workloads (each a Flagger Canary)
+with their API keys secret and its sync, and the Istio mesh that routes to them; then what operates them:
+monitoring and the gateway's edge policy."""
 
 from __future__ import annotations
 
@@ -8,13 +8,21 @@ from typing import Any
 
 import pulumi
 
-from infra import cost
+from infra import cost, versions
 from infra.capacity import capacity_problems
 from infra.config import PROJECT_ROOT, ConfigError, StackConfig
+from infra.eks.canary import Flagger, FlaggerArgs
 from infra.eks.cluster import Cluster, ClusterArgs
 from infra.eks.mesh import GATEWAY_NAMESPACE, GATEWAY_SELECTOR, Mesh, MeshArgs, Route
 from infra.eks.monitoring import Monitoring, MonitoringArgs, ScrapeTarget
-from infra.eks.workloads import SERVICE_PORT, Workloads, WorkloadsArgs, WorkloadService, labels
+from infra.eks.workloads import (
+    SERVICE_PORT,
+    CanaryRefs,
+    Workloads,
+    WorkloadsArgs,
+    WorkloadService,
+    both_roles,
+)
 from infra.shared.api_keys import ApiKeysSecret, ApiKeysSecretArgs, ApiKeysSync, ApiKeysSyncArgs
 from infra.shared.cache import CacheAccess, CacheAccessArgs
 from infra.shared.container_env import CONTAINER_PORT
@@ -24,7 +32,7 @@ from infra.shared.observability import Observability, ObservabilityArgs, eks_log
 
 # Every Helm release this platform installs; infra/capacity.py holds the requests of each.
 HELM_RELEASES = ["metrics-server", "istio-base", "istiod", "istio-ingressgateway", "kube-prometheus-stack",
-                 "external-secrets"]
+                 "external-secrets", "flagger"]
 
 
 def check_capacity(cfg: StackConfig) -> None:
@@ -81,16 +89,22 @@ def deploy_eks(cfg: StackConfig, base: Foundation) -> dict[str, Any]:
             ),
         ).ready
 
+    # Flagger governs every model service's rollouts (infra/eks/canary.py); its CRDs come before any Canary.
+    flagger = Flagger("flagger", FlaggerArgs(chart_version=versions.FLAGGER_CHART, provider=cluster.provider,
+                                             depends_on=cluster.ready))
     workloads = Workloads(
         "workloads",
         WorkloadsArgs(
             namespace="mlapi",
-            services=[WorkloadService(service=svc, image=base.image_ref(svc.name)) for svc in cfg.services],
+            services=[WorkloadService(service=svc, image=base.image_ref(svc.name),
+                                      candidate_image=base.candidate_image_ref(svc.name)) for svc in cfg.services],
             redis_url=base.cache.url,
             timeouts=cfg.timeouts,
             provider=cluster.provider,
             depends_on=cluster.ready,
             api_keys_sync=sync_keys,
+            canary=CanaryRefs(ready=flagger.ready, templates_namespace=flagger.templates_namespace,
+                              route_timeout_seconds=cfg.timeouts.route_timeout_seconds),
         ),
     )
     mesh = Mesh(
@@ -100,13 +114,15 @@ def deploy_eks(cfg: StackConfig, base: Foundation) -> dict[str, Any]:
             provider=cluster.provider,
             app_namespace=workloads.namespace,
             routes=[
+                # Flagger's delegate VirtualService is named after the service.
                 Route(path_prefix=svc.path_prefix, service_host=workloads.service_hosts[svc.name],
-                      service_port=SERVICE_PORT)
+                      service_port=SERVICE_PORT, delegate=svc.name)
                 for svc in cfg.services
             ],
             route_timeout_seconds=cfg.timeouts.route_timeout_seconds,
             certificate_arn=cfg.certificate_arn,
             depends_on=cluster.ready,
+            routes_depend_on=workloads.canaries,
         ),
     )
     return {
@@ -125,8 +141,9 @@ def _operate_eks(cfg: StackConfig, cluster: Cluster, workloads: Workloads, mesh:
     """Prometheus/Grafana with the mlapi rules and dashboard, `/metrics` kept off the gateway (and its optional
     rate limit); returns the outputs operators need."""
     targets = [
-        ScrapeTarget(name=svc.name, namespace=workloads.namespace, selector=labels(svc), port="http",
-                     path=f"{svc.path_prefix}/metrics")
+        # The primary's pods and the canary's: the gates tell them apart by pod name.
+        ScrapeTarget(name=svc.name, namespace=workloads.namespace, selector=both_roles(svc)["matchLabels"],
+                     expressions=both_roles(svc)["matchExpressions"], port="http", path=f"{svc.path_prefix}/metrics")
         for svc in cfg.services
     ]
     # The gateway chart names Envoy's Prometheus port `http-envoy-prom` (15090).

@@ -1,6 +1,11 @@
 """The model services on Kubernetes: per service a Deployment, ClusterIP Service, HPA, PodDisruptionBudget and
 NetworkPolicy, in one namespace that enforces the `restricted` Pod Security Standard.
 
+Under Flagger (`WorkloadsArgs.canary`, infra/eks/canary.py) the Deployment is the Canary's target: Flagger runs
+the live version as `<name>-primary` and creates the Services, so the program declares the Canary instead of the
+Service, and the disruption budget and network policy cover the primary's pods too. A service with a candidate
+model runs the candidate's image in the target, which is what Flagger then analyses.
+
 Pods carry no Istio sidecar: the ingress gateway routes to them directly, which keeps them within `restricted`
 (sidecar injection needs NET_ADMIN unless the Istio CNI plugin is installed). The Redis URL, which holds the AUTH
 token, reaches the container from a Secret; it never appears in the Deployment.
@@ -16,6 +21,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from infra.config import ModelService
+from infra.eks import canary
 from infra.eks.mesh import GATEWAY_NAMESPACE
 from infra.shared import api_keys
 from infra.shared.container_env import CONTAINER_PORT, health_path, model_env
@@ -28,10 +34,21 @@ REDIS_SECRET_KEY = "redis-url"
 
 @dataclass(frozen=True)
 class WorkloadService:
-    """A model service and the image (by digest) that serves it."""
+    """A model service and the image (by digest) that serves it; with a candidate, the candidate's image too."""
 
     service: ModelService
     image: pulumi.Input[str]
+    candidate_image: pulumi.Input[str] | None = None
+
+
+@dataclass(frozen=True)
+class CanaryRefs:
+    """What the Canaries need: Flagger's CRDs and gate templates first, where the templates live, and the
+    gateway route timeout Flagger's VirtualService keeps."""
+
+    ready: list[pulumi.Resource]
+    templates_namespace: str
+    route_timeout_seconds: int
 
 
 @dataclass(frozen=True)
@@ -48,6 +65,8 @@ class WorkloadsArgs:
     # what proves the Secret exists; the pods mount it and point MLAPI_API_KEYS_FILE at it, and the Deployments
     # wait for it. None: no keys.
     api_keys_sync: Callable[[pulumi.Output[str]], list[pulumi.Resource]] | None = None
+    # Flagger governs the rollouts (infra/eks/canary.py). None: plain rolling updates, a Service per service.
+    canary: CanaryRefs | None = None
 
 
 def labels(service: ModelService) -> dict[str, str]:
@@ -65,7 +84,7 @@ def container_env(service: ModelService, timeouts: Timeouts, secret_name: pulumi
 
 def pod_spec(
     service: ModelService, timeouts: Timeouts, image: pulumi.Input[str], secret_name: pulumi.Input[str],
-    keys: bool = False,
+    keys: bool = False, extra_env: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Restricted, probed, zone-spread pod for one model service; with `keys`, the API keys file mounted."""
     health = {"httpGet": {"path": health_path(service), "port": "http"}}
@@ -99,7 +118,8 @@ def pod_spec(
                 "image": image,
                 "imagePullPolicy": "IfNotPresent",
                 "ports": [{"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
-                "env": container_env(service, timeouts, secret_name) + ([api_keys.container_env()] if keys else []),
+                "env": container_env(service, timeouts, secret_name) + ([api_keys.container_env()] if keys else [])
+                + (extra_env or []),
                 # Requests equal limits: the model's memory is resident, and threads are sized to the CPU limit.
                 "resources": {"requests": resources, "limits": resources},
                 # Loading the model can take minutes on a cold node; startup allows 5 min before liveness counts.
@@ -129,12 +149,16 @@ class Workloads(pulumi.ComponentResource):
 
     namespace: pulumi.Output[str]
     service_hosts: dict[str, pulumi.Output[str]]
+    # Flagger's Canaries (empty without Flagger): the gateway's routes to their VirtualServices come after them.
+    canaries: list[pulumi.Resource]
 
     def __init__(self, name: str, args: WorkloadsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlapi:workloads:Workloads", name, None, opts)
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=args.provider, depends_on=args.depends_on)
         self._timeouts = args.timeouts
         self._api_keys = args.api_keys_sync is not None
+        self._canary = args.canary
+        self._namespace_name = args.namespace
         namespace = k8s.core.v1.Namespace(
             f"{name}-namespace",
             metadata={
@@ -160,6 +184,7 @@ class Workloads(pulumi.ComponentResource):
         # before it exists would wait in ContainerCreating, and a rollout would count it as stuck.
         deployment_opts = pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=keys_ready))
         self.service_hosts = {}
+        self.canaries = []
         for item in args.services:
             self.service_hosts[item.service.name] = self._service(name, item, ns_name, secret, k8s_opts,
                                                                   deployment_opts)
@@ -177,6 +202,23 @@ class Workloads(pulumi.ComponentResource):
         svc = item.service
         meta = {"name": svc.name, "namespace": namespace, "labels": labels(svc)}
         selector = {"matchLabels": labels(svc)}
+        under_flagger = self._canary is not None
+        if self._canary is not None:
+            # Declared before the Deployment it targets, so a change of its gates (a candidate added or promoted)
+            # reaches Flagger before the new pod spec does.
+            flagger_canary = k8s.apiextensions.CustomResource(
+                f"{name}-{svc.name}-canary",
+                api_version="flagger.app/v1beta1",
+                kind="Canary",
+                metadata=meta,
+                spec=canary.canary_spec(svc, SERVICE_PORT, self._canary.route_timeout_seconds,
+                                        self._canary.templates_namespace),
+                opts=pulumi.ResourceOptions.merge(k8s_opts, pulumi.ResourceOptions(depends_on=self._canary.ready)),
+            )
+            deployment_opts = pulumi.ResourceOptions.merge(
+                deployment_opts, pulumi.ResourceOptions(depends_on=[flagger_canary]))
+        image = item.candidate_image if under_flagger and item.candidate_image is not None else item.image
+        extra_env = canary.shadow_env(svc, self._namespace_name, self._api_keys) if under_flagger else []
         deployment = k8s.apps.v1.Deployment(
             f"{name}-{svc.name}-deployment",
             metadata=meta,
@@ -186,21 +228,29 @@ class Workloads(pulumi.ComponentResource):
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
                 "template": {
                     "metadata": {"labels": labels(svc)},
-                    "spec": pod_spec(svc, self._timeouts, item.image, secret.metadata["name"], self._api_keys),
+                    "spec": pod_spec(svc, self._timeouts, image, secret.metadata["name"], self._api_keys,
+                                     extra_env),
                 },
             },
             opts=deployment_opts,
         )
-        service = k8s.core.v1.Service(
-            f"{name}-{svc.name}-service",
-            metadata=meta,
-            spec={
-                "type": "ClusterIP",
-                "selector": labels(svc),
-                "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "appProtocol": "http"}],
-            },
-            opts=k8s_opts,
-        )
+        if under_flagger:
+            self._flagger_extras(name, svc, namespace, k8s_opts)
+            self.canaries.append(flagger_canary)
+            # The apex Service `<name>` is Flagger's (same name as the program's would be).
+            host_name: pulumi.Input[str] = svc.name
+        else:
+            service = k8s.core.v1.Service(
+                f"{name}-{svc.name}-service",
+                metadata=meta,
+                spec={
+                    "type": "ClusterIP",
+                    "selector": labels(svc),
+                    "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "appProtocol": "http"}],
+                },
+                opts=k8s_opts,
+            )
+            host_name = service.metadata["name"]
         k8s.autoscaling.v2.HorizontalPodAutoscaler(
             f"{name}-{svc.name}-hpa",
             metadata=meta,
@@ -230,7 +280,8 @@ class Workloads(pulumi.ComponentResource):
             f"{name}-{svc.name}-ingress",
             metadata=meta,
             spec={
-                "podSelector": selector,
+                # Under Flagger the live version runs in the primary's pods: the gateway reaches both.
+                "podSelector": both_roles(svc) if under_flagger else selector,
                 "policyTypes": ["Ingress"],
                 "ingress": [
                     {
@@ -247,4 +298,46 @@ class Workloads(pulumi.ComponentResource):
             },
             opts=k8s_opts,
         )
-        return pulumi.Output.concat(service.metadata["name"], ".", namespace, ".svc.cluster.local")
+        return pulumi.Output.concat(host_name, ".", namespace, ".svc.cluster.local")
+
+    def _flagger_extras(self, name: str, svc: ModelService, namespace: pulumi.Output[str],
+                        k8s_opts: pulumi.ResourceOptions) -> None:
+        """What a service under Flagger needs beside its Canary: a disruption budget for the primary's pods, the
+        Service the primary mirrors to (the canary's pods), and a policy that admits that mirror."""
+        primary_labels = {**labels(svc), canary.SELECTOR_LABEL: f"{svc.name}-primary"}
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-{svc.name}-primary-pdb",
+            metadata={"name": f"{svc.name}-primary", "namespace": namespace, "labels": primary_labels},
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": primary_labels}},
+            opts=k8s_opts,
+        )
+        k8s.core.v1.Service(
+            f"{name}-{svc.name}-shadow",
+            metadata={"name": canary.shadow_service_name(svc), "namespace": namespace, "labels": labels(svc)},
+            spec={
+                "type": "ClusterIP",
+                "selector": labels(svc),
+                "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "appProtocol": "http"}],
+            },
+            opts=k8s_opts,
+        )
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-{svc.name}-shadow",
+            metadata={"name": f"{svc.name}-shadow", "namespace": namespace, "labels": labels(svc)},
+            spec={
+                "podSelector": {"matchLabels": labels(svc)},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [{"podSelector": {"matchLabels": primary_labels}}],
+                             "ports": [{"protocol": "TCP", "port": CONTAINER_PORT}]}],
+            },
+            opts=k8s_opts,
+        )
+
+
+def both_roles(service: ModelService) -> dict[str, Any]:
+    """A selector of a service's pods under Flagger, canary (`<name>`) and primary (`<name>-primary`)."""
+    return {
+        "matchLabels": {"app.kubernetes.io/part-of": "mlapi"},
+        "matchExpressions": [{"key": canary.SELECTOR_LABEL, "operator": "In",
+                              "values": [service.name, f"{service.name}-primary"]}],
+    }

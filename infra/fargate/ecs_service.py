@@ -3,6 +3,15 @@
 The task is one restricted container (non-root, read-only root filesystem, health-checked) that gets the Redis
 URL as an ECS secret. Stopping a task drains its target for a whole request timeout before SIGTERM, then waits
 the service's graceful shutdown before SIGKILL (`timeouts.py`). Scaling tracks CPU and requests per target.
+
+A service with a candidate model deploys the candidate's image with ECS's own guard: the rolling deployment is
+watched by CloudWatch alarms on the gates of the EKS canary (`infra/eks/canary_gates.py`: the 5xx share and the
+p99 latency, from the ALB's target group metrics), and ECS rolls back to the last completed deployment when one
+fires (`alarms` with `rollback`; ECS keeps watching for a bake time it derives from the alarms' evaluation
+periods, ECS developer guide "How the CloudWatch deployment alarms detect Amazon ECS deployment failures"). The
+deployment circuit breaker still rolls back tasks that never become healthy. ECS's native CANARY strategy is not
+used: a service moves from rolling to canary only between deployments (ECS developer guide, "Update the Amazon
+ECS deployment strategy"), so it could not arrive with the candidate; docs/operations.md, Canary, says more.
 """
 
 from __future__ import annotations
@@ -15,12 +24,18 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.config import ModelService
+from infra.eks.canary_gates import ERROR_RATIO, LATENCY_P99
 from infra.fargate.log_metrics import metrics_log_env
 from infra.shared.api_keys import ecs_secret
 from infra.shared.container_env import CONTAINER_PORT, health_path, model_env
 from infra.timeouts import Timeouts
 
 RUN_AS = "10001"
+# A rollout alarm fires after this many one-minute periods over its gate: long enough not to roll back on one
+# slow minute, short enough that the bad version serves minutes, not the 10 of the SLO alarms.
+ROLLOUT_PERIODS = 3
+# Where an operator reads what a rollout alarm means (the section's anchor).
+CANARY_RUNBOOK = "docs/operations.md#canary-roll-out-watch-promote-roll-back"
 # Valid Fargate CPU units and, for each, the memory range and step in MiB (ECS "Task size" table).
 _FARGATE_SIZES: dict[int, tuple[int, int, int]] = {
     256: (512, 2048, 512),
@@ -154,6 +169,7 @@ class EcsService(pulumi.ComponentResource):
             tags=args.tags,
             opts=child,
         )
+        rollout_alarms = self._rollout_alarms(name, args, target_group) if svc.candidate is not None else []
         service = aws.ecs.Service(
             f"{name}-service",
             name=svc.name,
@@ -169,6 +185,8 @@ class EcsService(pulumi.ComponentResource):
             )],
             health_check_grace_period_seconds=args.health_check_grace_seconds,
             deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(enable=True, rollback=True),
+            alarms=aws.ecs.ServiceAlarmsArgs(alarm_names=[a.name for a in rollout_alarms], enable=True, rollback=True)
+            if rollout_alarms else None,
             deployment_minimum_healthy_percent=100,
             deployment_maximum_percent=200,
             propagate_tags="SERVICE",
@@ -182,6 +200,55 @@ class EcsService(pulumi.ComponentResource):
         self.target_group_arn_suffix = target_group.arn_suffix
         self.register_outputs({"service_name": self.service_name,
                                "target_group_arn_suffix": self.target_group_arn_suffix})
+
+    def _rollout_alarms(self, name: str, args: EcsServiceArgs,
+                        target_group: aws.lb.TargetGroup) -> list[aws.cloudwatch.MetricAlarm]:
+        """The EKS canary's 5xx and p99 gates as CloudWatch alarms on this service's target group."""
+        svc = args.service
+        child = pulumi.ResourceOptions(parent=self)
+        dims = {"LoadBalancer": args.load_balancer_arn_suffix, "TargetGroup": target_group.arn_suffix}
+        # No notification: the action is ECS's rollback, which the service's events and deployments show.
+        common: dict[str, Any] = {
+            "comparison_operator": "GreaterThanThreshold", "evaluation_periods": ROLLOUT_PERIODS,
+            "datapoints_to_alarm": ROLLOUT_PERIODS, "treat_missing_data": "notBreaching", "tags": args.tags,
+            "opts": child,
+        }
+
+        def alb(query_id: str, metric: str) -> aws.cloudwatch.MetricAlarmMetricQueryArgs:
+            return aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                id=query_id, return_data=False,
+                metric=aws.cloudwatch.MetricAlarmMetricQueryMetricArgs(
+                    namespace="AWS/ApplicationELB", metric_name=metric, dimensions=dims, period=60, stat="Sum"))
+
+        errors = aws.cloudwatch.MetricAlarm(
+            f"{name}-rollout-5xx",
+            name=f"{args.name_prefix}-{svc.name}-rollout-5xx",
+            alarm_description=f"{svc.name} rollout gate: more than {ERROR_RATIO.max_value:.0%} of answers 5xx for "
+            f"{ROLLOUT_PERIODS} minutes; ECS rolls the deployment back ({CANARY_RUNBOOK})",
+            threshold=ERROR_RATIO.max_value,
+            metric_queries=[
+                alb("errors", "HTTPCode_Target_5XX_Count"),
+                alb("requests", "RequestCount"),
+                aws.cloudwatch.MetricAlarmMetricQueryArgs(
+                    id="ratio", expression="IF(requests > 0, errors / requests, 0)", label="5xx share",
+                    return_data=True),
+            ],
+            **common,
+        )
+        latency = aws.cloudwatch.MetricAlarm(
+            f"{name}-rollout-p99",
+            name=f"{args.name_prefix}-{svc.name}-rollout-p99",
+            alarm_description=f"{svc.name} rollout gate: p99 target response time over {LATENCY_P99.max_value:g} s "
+            f"for {ROLLOUT_PERIODS} minutes; ECS rolls the deployment back ({CANARY_RUNBOOK})",
+            namespace="AWS/ApplicationELB",
+            metric_name="TargetResponseTime",
+            dimensions=dims,
+            extended_statistic="p99",
+            threshold=LATENCY_P99.max_value,
+            period=60,
+            **common,
+        )
+        return [errors, latency]
 
     def _task(self, name: str, args: EcsServiceArgs) -> aws.ecs.TaskDefinition:
         svc = args.service

@@ -66,7 +66,8 @@ def deploy_fargate(cfg: StackConfig, base: Foundation) -> dict[str, Any]:
             f"ecs-{svc.name}",
             EcsServiceArgs(
                 service=svc,
-                image=base.image_ref(svc.name),
+                # A candidate replaces the live image; ECS rolls it back on the rollout alarms (ecs_service.py).
+                image=base.candidate_image_ref(svc.name) or base.image_ref(svc.name),
                 log_group_name=logs.log_group_names[svc.name],
                 rule_priority=100 + index,
                 cluster_arn=ecs.cluster_arn,

@@ -36,7 +36,7 @@ def test_outputs_the_doc_reads_are_exported(stack: str, request: pytest.FixtureR
 
 def test_doc_names_the_pinned_versions() -> None:
     for pin in (versions.KUBERNETES_VERSION, versions.ISTIO_VERSION, versions.METRICS_SERVER_CHART,
-                versions.KUBE_PROMETHEUS_STACK_CHART, versions.EXTERNAL_SECRETS_CHART):
+                versions.KUBE_PROMETHEUS_STACK_CHART, versions.EXTERNAL_SECRETS_CHART, versions.FLAGGER_CHART):
         assert pin in DOC, pin
     assert versions.EKS_STANDARD_SUPPORT_ENDS[versions.KUBERNETES_VERSION].isoformat() in DOC
 

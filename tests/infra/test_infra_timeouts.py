@@ -43,8 +43,10 @@ def test_pods_wait_pre_stop_then_shutdown_before_kill(dev: ProgramRun) -> None:
         assert container["lifecycle"]["preStop"] == {"sleep": {"seconds": 5}}
         assert pod["terminationGracePeriodSeconds"] == 5 + 40 + 5
         assert container["readinessProbe"]["failureThreshold"] == 1
-    vs = dev.one("kubernetes:networking.istio.io/v1:VirtualService").inputs
-    assert {r["timeout"] for r in vs["spec"]["http"]} == {"35s"}
+    # The route timeout lives where the routes are: in Flagger's VirtualService of each service (the gateway's
+    # delegates to it).
+    canaries = dev.of_type("kubernetes:flagger.app/v1beta1:Canary")
+    assert {plain(c.inputs)["spec"]["service"]["timeout"] for c in canaries} == {"35s"}
 
 
 def test_changing_the_request_timeout_moves_every_layer() -> None:
@@ -53,6 +55,8 @@ def test_changing_the_request_timeout_moves_every_layer() -> None:
         env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
         assert env["MLAPI_REQUEST_TIMEOUT_SECONDS"] == "90"
         assert pod["terminationGracePeriodSeconds"] == 5 + 100 + 5
+    assert {plain(c.inputs)["spec"]["service"]["timeout"]
+            for c in eks.of_type("kubernetes:flagger.app/v1beta1:Canary")} == {"95s"}
     fargate = run_program("fargate", {"mlapi:requestTimeoutSeconds": "90"})
     for task in fargate.of_type("aws:ecs/taskDefinition:TaskDefinition"):
         container = json.loads(plain(task.inputs)["containerDefinitions"])[0]

@@ -32,6 +32,9 @@ REPLACED_BY_DESIGN: dict[str, str] = {
        "the Auto Mode node role carries the node policies it needs" for p in ("worker", "cni", "ecr")},
     _EKS + "mlapi:mesh:Mesh$kubernetes:core/v1:Service::mesh-gateway-service":
         "a read of the chart's Service; the program now owns the gateway's LoadBalancer Service",
+    _EKS + "mlapi:workloads:Workloads$kubernetes:core/v1:Service::workloads-*-service":
+        "Flagger owns each model service's Services (apex, primary, canary); a Service of the program's with the "
+        "apex's name would fight Flagger's selector (infra/eks/canary.py)",
 }
 
 

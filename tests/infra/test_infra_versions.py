@@ -34,7 +34,7 @@ def test_every_pinned_chart_has_its_default_values_vendored_at_that_version() ->
     pins = {"istio-base": versions.ISTIO_VERSION, "istiod": versions.ISTIO_VERSION,
             "istio-gateway": versions.ISTIO_VERSION, "metrics-server": versions.METRICS_SERVER_CHART,
             "kube-prometheus-stack": versions.KUBE_PROMETHEUS_STACK_CHART,
-            "external-secrets": versions.EXTERNAL_SECRETS_CHART}
+            "external-secrets": versions.EXTERNAL_SECRETS_CHART, "flagger": versions.FLAGGER_CHART}
     for chart, version in pins.items():
         assert (charts / chart / version / "values.yaml").is_file(), (chart, version)
         assert f"`{chart}/{version}/values.yaml`" in (charts / "README.md").read_text()
@@ -43,7 +43,7 @@ def test_every_pinned_chart_has_its_default_values_vendored_at_that_version() ->
 def test_versions_name_the_commit_each_pin_was_read_at() -> None:
     source = (REPO / "infra" / "versions.py").read_text()
     for pin in (versions.ISTIO_VERSION, versions.METRICS_SERVER_CHART, versions.KUBE_PROMETHEUS_STACK_CHART,
-                versions.EXTERNAL_SECRETS_CHART):
+                versions.EXTERNAL_SECRETS_CHART, versions.FLAGGER_CHART):
         line = next(line for line in source.splitlines() if re.search(rf"tag \S*{re.escape(pin)},", line))
         assert re.search(r"commit [0-9a-f]{8}", line), line
 
@@ -75,6 +75,7 @@ def test_defaults_and_dev_stack_use_the_pins(dev: ProgramRun) -> None:
     assert releases["metrics-server"] == versions.METRICS_SERVER_CHART
     assert releases["external-secrets"] == versions.EXTERNAL_SECRETS_CHART == DEFAULTS["externalSecretsVersion"]
     assert releases["kube-prometheus-stack"] == versions.KUBE_PROMETHEUS_STACK_CHART
+    assert releases["flagger"] == versions.FLAGGER_CHART
 
 
 @pytest.mark.parametrize(

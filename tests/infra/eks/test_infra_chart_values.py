@@ -19,7 +19,7 @@ CHARTS = REPO / "tests" / "infra" / "charts"
 # Chart name as the program installs it -> directory under tests/infra/charts.
 CHART_DIRS = {"base": "istio-base", "istiod": "istiod", "gateway": "istio-gateway",
               "metrics-server": "metrics-server", "kube-prometheus-stack": "kube-prometheus-stack",
-              "external-secrets": "external-secrets"}
+              "external-secrets": "external-secrets", "flagger": "flagger"}
 # The Istio charts keep their defaults under this key and read the user's values flat (head of each values.yaml).
 ISTIO_DEFAULTS = "_internal_defaults_do_not_set"
 

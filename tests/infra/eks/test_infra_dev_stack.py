@@ -38,7 +38,7 @@ def test_declare_components_with_mlapi_tokens_and_role_names(dev: ProgramRun) ->
         "mlapi:cache:CacheAccess", "mlapi:observability:Observability", "mlapi:cluster:Cluster",
         "mlapi:access:AccessEntries", "mlapi:nodepool:NodePool",
         "mlapi:workloads:Workloads", "mlapi:mesh:Mesh", "mlapi:api_keys:ApiKeysSecret", "mlapi:api_keys:ApiKeysSync",
-        "mlapi:monitoring:Monitoring", "mlapi:edge:GatewayEdge",
+        "mlapi:monitoring:Monitoring", "mlapi:edge:GatewayEdge", "mlapi:canary:Flagger",
     }
     components = {r.name for r in dev.resources if r.typ.startswith("mlapi:")}
     for res in dev.resources:
@@ -147,7 +147,7 @@ def test_declare_no_default_kubernetes_provider(dev: ProgramRun) -> None:
 def test_declare_metrics_server_and_istio_releases_pinned(dev: ProgramRun) -> None:
     releases = {r.inputs["name"]: r.inputs for r in dev.of_type("kubernetes:helm.sh/v3:Release")}
     assert set(releases) == {"metrics-server", "istio-base", "istiod", "istio-ingressgateway", "external-secrets",
-                             "kube-prometheus-stack"}
+                             "kube-prometheus-stack", "flagger"}
     assert releases["metrics-server"]["version"] == "3.13.1"
     for name in ("istio-base", "istiod", "istio-ingressgateway"):
         assert releases[name]["version"] == "1.30.3"
@@ -160,9 +160,10 @@ def test_declare_gateway_and_prefix_routes_without_rewrite(dev: ProgramRun) -> N
     assert vs["spec"]["gateways"] == ["istio-ingress/mlapi"]
     routes = {r["name"]: r for r in vs["spec"]["http"]}
     assert routes["project"]["match"] == [{"uri": {"exact": "/project"}}, {"uri": {"prefix": "/project/"}}]
-    assert routes["project"]["route"][0]["destination"]["host"] == "sentiment.mlapi.svc.cluster.local"
-    assert routes["lab"]["route"][0]["destination"]["host"] == "semantic.mlapi.svc.cluster.local"
-    assert all("rewrite" not in r for r in routes.values())
+    # Each prefix is handed to the service's Flagger VirtualService, which routes primary and canary.
+    assert routes["project"]["delegate"] == {"name": "sentiment", "namespace": "mlapi"}
+    assert routes["lab"]["delegate"] == {"name": "semantic", "namespace": "mlapi"}
+    assert all("rewrite" not in r and "route" not in r for r in routes.values())
 
 
 def test_declare_redis_encrypted_with_write_only_auth_and_failover(dev: ProgramRun) -> None:
@@ -229,13 +230,19 @@ def test_declare_deployment_probes_resources_and_restricted_context(dev: Program
 
 def test_declare_service_hpa_pdb_per_model(dev: ProgramRun) -> None:
     services = [plain(r.inputs) for r in dev.of_type("kubernetes:core/v1:Service") if not r.resource_id]
+    # The model services' own Services are Flagger's; the program's are those the primary mirrors to.
     assert {s["metadata"]["name"]: s["spec"]["type"] for s in services} == {
-        "sentiment": "ClusterIP", "semantic": "ClusterIP", "istio-ingressgateway-nlb": "LoadBalancer"}
+        "sentiment-primary-shadow": "ClusterIP", "semantic-primary-shadow": "ClusterIP",
+        "istio-ingressgateway-nlb": "LoadBalancer"}
     hpas = {r.inputs["metadata"]["name"]: plain(r.inputs["spec"])
             for r in dev.of_type("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")}
     assert (hpas["sentiment"]["minReplicas"], hpas["sentiment"]["maxReplicas"]) == (2, 6)
     assert hpas["sentiment"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
-    assert len(dev.of_type("kubernetes:policy/v1:PodDisruptionBudget")) == 2
+    # One for the canary's pods, one for the primary's.
+    pdbs = {r.inputs["metadata"]["name"]: plain(r.inputs["spec"])
+            for r in dev.of_type("kubernetes:policy/v1:PodDisruptionBudget")}
+    assert set(pdbs) == {"sentiment", "sentiment-primary", "semantic", "semantic-primary"}
+    assert pdbs["sentiment-primary"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "sentiment-primary"
 
 
 def test_model_pods_get_no_service_link_variables(dev: ProgramRun) -> None:

@@ -21,7 +21,9 @@ from infra_mocks import plain
 from infra_program import ProgramRun
 from test_infra_addon_manifests import CUSTOM_KINDS, validate_spec
 
-CRD_KINDS = {"Gateway", "VirtualService", "NodePool", "NodeClass", *CUSTOM_KINDS}
+# Flagger's kinds, checked against the CRDs of the pinned Flagger release (crds/).
+FLAGGER_KINDS = {"Canary", "MetricTemplate"}
+CRD_KINDS = {"Gateway", "VirtualService", "NodePool", "NodeClass", *CUSTOM_KINDS, *FLAGGER_KINDS}
 # Every skipped check and why it does not apply; anything else failing fails the test.
 CHECKOV_SKIPS = {
     "CKV_K8S_35": "the service reads MLAPI_REDIS_URL from its environment; the value comes from a Secret by "
@@ -65,19 +67,20 @@ def checkov_report(manifest_dir: Path, tool) -> dict[str, Any]:  # type: ignore[
 
 def test_render_every_kind_the_stack_needs(manifests: dict[str, dict[str, Any]]) -> None:
     kinds = sorted({m["kind"] for m in manifests.values()})
-    assert kinds == ["AuthorizationPolicy", "ConfigMap", "Deployment", "ExternalSecret", "Gateway",
-                     "HorizontalPodAutoscaler", "Namespace", "NetworkPolicy", "NodeClass", "NodePool",
+    assert kinds == ["AuthorizationPolicy", "Canary", "ConfigMap", "Deployment", "ExternalSecret", "Gateway",
+                     "HorizontalPodAutoscaler", "MetricTemplate", "Namespace", "NetworkPolicy", "NodeClass", "NodePool",
                      "PodDisruptionBudget", "PodMonitor", "PrometheusRule", "Secret", "SecretStore", "Service",
                      "ServiceAccount", "VirtualService"]
 
 
 def test_validate_custom_kinds_against_their_crd_schema(manifests: dict[str, dict[str, Any]]) -> None:
-    checked = {obj["kind"] for obj in manifests.values() if obj["kind"] in CUSTOM_KINDS}
+    kinds = CUSTOM_KINDS | FLAGGER_KINDS
+    checked = {obj["kind"] for obj in manifests.values() if obj["kind"] in kinds}
     for obj in manifests.values():
-        if obj["kind"] in CUSTOM_KINDS:
+        if obj["kind"] in kinds:
             validate_spec(obj)
     # EnvoyFilter only with mlapi:edgeRateLimit; the rest are always there.
-    assert checked == CUSTOM_KINDS - {"EnvoyFilter"}
+    assert checked == kinds - {"EnvoyFilter"}
 
 
 def test_node_pool_validates_against_the_karpenter_v1_schema(manifests: dict[str, dict[str, Any]]) -> None:
