@@ -5,10 +5,10 @@ is committed so the Grafana chart's dashboard sidecar (and a reviewer) reads it 
 the `datasource` variable, which the sidecar import resolves to the cluster's Prometheus.
 
 Label conventions the queries rely on (kube-prometheus-stack defaults): mlapi series carry `namespace` and `pod`
-from the ServiceMonitor/PodMonitor; the model container is named `model` (infra/eks/workloads.py); each service's
-HPA is named after the service; kube-state-metrics publishes `kube_horizontalpodautoscaler_*` with
-`namespace`/`horizontalpodautoscaler`; the kubelet's cAdvisor publishes `container_cpu_usage_seconds_total` with
-`namespace`/`pod`/`container`.
+from the ServiceMonitor/PodMonitor; the model container is named `model` (infra/eks/workloads.py); each HPA is
+named after what it scales (`<service>-primary` is the live one under Flagger, `<service>` the canary);
+kube-state-metrics publishes `kube_horizontalpodautoscaler_*` with `namespace`/`horizontalpodautoscaler`; the
+kubelet's cAdvisor publishes `container_cpu_usage_seconds_total` with `namespace`/`pod`/`container`.
 """
 
 from __future__ import annotations
