@@ -6,6 +6,7 @@ the bake and serve rules run for real with a venv whose `mlapi` is this checkout
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -14,8 +15,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+import zipfile
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -112,3 +116,142 @@ def test_make_serve_serves_the_model_named_even_when_models_default_exists(
     other = tiny_classifier_writer(tmp_path / "elsewhere" / "my-ckpt", ["LOW", "HIGH"])
     assert f"mlapi bake {other} --out models/my-ckpt" in _make(manifest, f"MODEL={other}", f"VENV={venv}", cwd=project)
     assert json.loads((project / manifest).read_text())["labels"] == ["LOW", "HIGH"]
+
+
+def _torch_pip_args(tmp_path: Path, **variables: str) -> list[str]:
+    """The arguments the Makefile gives `pip install` for torch, with `variables` set on make's command line."""
+    venv = tmp_path / "empty-venv"
+    (venv / "bin").mkdir(parents=True, exist_ok=True)
+    (venv / "bin" / "python").touch()
+    plan = _make("-n", f"VENV={venv}", f"{venv}/.torch-ready", *[f"{k}={v}" for k, v in variables.items()])
+    found = re.search(r"^echo '\S+/bin/python -m pip install (.*torch==\S+)'$", plan, flags=re.M)
+    assert found, plan
+    return found.group(1).split()
+
+
+def _dry_run(args: list[str], report: Path, *pip_options: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+    done = subprocess.run([sys.executable, "-m", "pip", *pip_options, "install", "--dry-run", "--ignore-installed",
+                           "--report", str(report), *args], capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    installs = json.loads(report.read_text())["install"]
+    return done, {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in installs}
+
+
+def _gpu_packages(installs: dict[str, str]) -> list[str]:
+    return sorted(name for name in installs if name.startswith(("nvidia-", "cuda-", "triton")))
+
+
+def _local_cpu_wheel() -> Path | None:
+    """The torch CPU wheel that pip's configuration points at on this machine (find-links), if any."""
+    listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True,
+                            timeout=60, check=False).stdout
+    places = re.findall(r"find-links='([^']+)'", listed) + os.environ.get("PIP_FIND_LINKS", "").split()
+    for place in places:
+        for wheel in sorted(Path(place.removeprefix("file://")).glob("torch-2.13.0+cpu-*.whl")):
+            return wheel
+    return None
+
+
+def _pypi_reachable() -> bool:
+    try:
+        with urllib.request.urlopen("https://pypi.org/simple/torch/", timeout=10):
+            return True
+    except OSError:
+        return False
+
+
+class _Index(threading.Thread):
+    """A PEP 503 index on loopback serving one wheel (and its PEP 658 metadata), as PyTorch's CPU index serves it."""
+
+    def __init__(self, root: Path, wheel: Path) -> None:
+        super().__init__(daemon=True)
+        (root / "whl" / "cpu" / "torch").mkdir(parents=True)
+        (root / "files").mkdir()
+        (root / "files" / wheel.name).symlink_to(wheel)
+        with zipfile.ZipFile(wheel) as archive:
+            metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+            (root / "files" / f"{wheel.name}.metadata").write_bytes(archive.read(metadata))
+        href = "../../../files/" + wheel.name.replace("+", "%2B")
+        (root / "whl" / "cpu" / "torch" / "index.html").write_text(
+            f'<html><body><a href="{href}" data-dist-info-metadata="true" data-core-metadata="true">{wheel.name}</a>'
+            "</body></html>")
+        handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
+        handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/whl/cpu"
+
+    def run(self) -> None:
+        self.server.serve_forever()
+
+
+def test_torch_resolves_to_the_cpu_build_from_public_pypi_and_the_cpu_index(tmp_path: Path) -> None:
+    # What a machine with only the public indexes resolves: `pip --isolated` reads no pip configuration (no local
+    # wheel, no mirror, no cap) and reaches PyPI itself. download.pytorch.org cannot be reached here, so TORCH_INDEX
+    # points at a stand-in serving the very file the CPU index serves, torch-2.13.0+cpu (found through this
+    # machine's pip configuration). What this proves: the Makefile's command, given PyPI and a CPU index, takes the
+    # CPU build and nothing of CUDA; and that PyPI alone would not (the control run).
+    wheel = _local_cpu_wheel()
+    if wheel is None:
+        pytest.skip("no torch-2.13.0+cpu wheel on this machine to stand in for PyTorch's CPU index")
+    if not _pypi_reachable():
+        pytest.skip("pypi.org cannot be reached")
+    index = _Index(tmp_path / "index", wheel)
+    index.start()
+    try:
+        _, installs = _dry_run(_torch_pip_args(tmp_path, TORCH_INDEX=index.url), tmp_path / "cpu.json", "--isolated")
+    finally:
+        index.server.shutdown()
+    assert installs["torch"] == "2.13.0+cpu"
+    assert _gpu_packages(installs) == []
+    assert {"sympy", "networkx", "filelock"} <= set(installs)  # torch's own dependencies, from PyPI
+
+    _, control = _dry_run(_torch_pip_args(tmp_path, TORCH_INDEX=""), tmp_path / "pypi.json", "--isolated")
+    assert control["torch"] == "2.13.0" and len(_gpu_packages(control)) > 10, control
+
+
+class _Silent(threading.Thread):
+    """An index that accepts connections, reads the request and never answers: a firewall that drops, as seen
+    from pip. Counts the requests per path."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/whl/cpu"
+        self.requests: dict[str, int] = {}
+        self.held: list[socket.socket] = []
+
+    def run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            line = conn.recv(4096).split(b"\r\n", 1)[0].decode(errors="replace")
+            path = line.split(" ")[1] if line.count(" ") >= 2 else line
+            self.requests[path] = self.requests.get(path, 0) + 1
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_an_unreachable_torch_index_is_tried_once_then_pip_takes_its_own_sources(tmp_path: Path) -> None:
+    # pip's defaults retry an index that does not answer 5 times per page (minutes with a long timeout); the
+    # Makefile's command asks each page once, then resolves from pip's configuration (here: the local CPU wheel).
+    silent = _Silent()
+    silent.start()
+    try:
+        done, installs = _dry_run(_torch_pip_args(tmp_path, TORCH_INDEX=silent.url, TORCH_INDEX_TIMEOUT="1"),
+                                  tmp_path / "fallback.json")
+    finally:
+        silent.close()
+    assert installs["torch"].split("+")[0] == "2.13.0"
+    assert "/whl/cpu/torch/" in silent.requests, silent.requests
+    assert set(silent.requests.values()) == {1}, silent.requests
+    assert "Retrying" not in done.stdout + done.stderr
+    if _local_cpu_wheel() is not None:
+        assert installs["torch"] == "2.13.0+cpu" and _gpu_packages(installs) == []
