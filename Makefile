@@ -37,7 +37,7 @@ define step
 	@echo "==> $(1)"
 	@echo '$(subst ','\'',$(2))'
 	@start=$$(date +%s); ( while sleep $(HEARTBEAT); do echo "    ... still running: $$(( $$(date +%s) - start )) s"; done ) & \
-	beat=$$!; $(2); status=$$?; kill $$beat 2>/dev/null; wait $$beat 2>/dev/null; exit $$status
+	beat=$$!; trap "kill $$beat 2>/dev/null" EXIT; $(2)
 endef
 
 .PHONY: serve bake test lint bench dashboard clean install-serve install-dev FORCE

@@ -67,7 +67,7 @@ def test_model_is_baked_into_and_served_from_a_directory_of_its_own(tmp_path: Pa
                                                                     model_dir: str) -> None:
     project, venv = _project(tmp_path), _fake_venv(tmp_path)
     plan = _make("-n", "serve", f"MODEL={model}", f"VENV={venv}", cwd=project)
-    assert re.search(rf"mlapi bake {re.escape(model)} *--out {re.escape(model_dir)};", plan), plan
+    assert re.search(rf"mlapi bake {re.escape(model)} *--out {re.escape(model_dir)}$", plan, flags=re.M), plan
     assert f"mlapi serve --model-dir {model_dir} " in plan
 
 
@@ -255,3 +255,48 @@ def test_an_unreachable_torch_index_is_tried_once_then_pip_takes_its_own_sources
     assert "Retrying" not in done.stdout + done.stderr
     if _local_cpu_wheel() is not None:
         assert installs["torch"] == "2.13.0+cpu" and _gpu_packages(installs) == []
+
+
+def test_every_install_step_says_what_it_does_and_pip_shows_its_progress(tmp_path: Path) -> None:
+    venv = tmp_path / "fresh"  # nothing installed: every step of a first install is in the plan
+    tools = tmp_path / "tools"
+    plan = _make("-n", f"VENV={venv}", f"TOOLS={tools}", "install-dev", f"{tools}/bin/checkov")
+    runs = [line for line in plan.splitlines() if not line.startswith("echo ")]
+    installs = [line for line in runs if "pip install" in line]
+    assert len(installs) >= 4, plan  # pip itself, torch, the dev extra, checkov
+    assert not [line for line in installs if re.search(r" (-q|--quiet)\b", line)]
+    announced = [line for line in plan.splitlines() if line.startswith('echo "==> ')]
+    assert len(announced) >= len(installs)
+    # Each install runs with the heartbeat, since pip says nothing while it unpacks (a minute for torch).
+    assert all("still running" in line for line in installs), installs
+
+
+def test_lint_and_test_show_what_runs(tmp_path: Path) -> None:
+    venv = tmp_path / "ready"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").touch()
+    for marker in (".torch-ready", ".bake-ready", ".dev-ready"):
+        (venv / marker).touch()
+    tools = tmp_path / "tools"
+    (tools / "bin").mkdir(parents=True)
+    (tools / "bin" / "checkov").touch()
+    plan = _make("-n", f"VENV={venv}", f"TOOLS={tools}", "test")
+    mypy = [line for line in plan.splitlines() if "/bin/mypy" in line and "still running" in line]
+    assert len(mypy) == 1 and "still running" in mypy[0]  # mypy prints nothing until it is done
+    assert re.search(r"-m pytest -v\b", plan), plan  # each test named as it starts
+
+
+def test_a_silent_step_prints_a_heartbeat_stops_it_and_keeps_the_exit_status(tmp_path: Path) -> None:
+    def run(command: str) -> subprocess.CompletedProcess[str]:
+        # The pipes close only when every writer is gone: a heartbeat left running would hang this past its timeout.
+        return subprocess.run(["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), "HEARTBEAT=1",
+                               "--eval", f"probe: ; $(call step,a quiet command,{command})", "probe"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+
+    done = run("sleep 4")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["==> a quiet command", "sleep 4"]
+    assert re.fullmatch(r"    \.\.\. still running: \d+ s", lines[2]), lines
+    failed = run("sleep 2; exit 3")
+    assert failed.returncode != 0 and "==> a quiet command" in failed.stdout
