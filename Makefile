@@ -11,8 +11,10 @@ PORT ?= 8000
 HOST ?= 127.0.0.1
 # MODEL: a hub id or a local checkpoint directory; empty = the bundled all-MiniLM-L6-v2. Each model is baked into a
 # directory of its own, named after it (MODEL=./my-ckpt: models/my-ckpt), so the model you name is the one served.
+# A checkpoint that already lies at models/<its name> is baked beside it (models/<its name>-baked), never over it.
 MODEL ?=
-MODEL_DIR ?= models/$(if $(strip $(MODEL)),$(notdir $(patsubst %/,%,$(strip $(MODEL)))),default)
+MODEL_NAME = $(if $(strip $(MODEL)),$(notdir $(patsubst %/,%,$(strip $(MODEL)))),default)
+MODEL_DIR ?= models/$(MODEL_NAME)$(if $(and $(strip $(MODEL)),$(filter $(abspath $(strip $(MODEL))),$(abspath models/$(MODEL_NAME)))),-baked)
 PYTEST_ARGS ?=
 
 # torch, the CPU build. PyPI's Linux wheel of torch 2.13.0 pulls in CUDA (18 nvidia-*/cuda-* packages and triton,

@@ -60,6 +60,7 @@ def _project(where: Path) -> Path:
     ("", "models/default"),
     ("./my-ckpt", "models/my-ckpt"),
     ("/data/runs/my-ckpt/", "models/my-ckpt"),
+    ("models/my-ckpt", "models/my-ckpt-baked"),  # bake replaces its --out: never the checkpoint itself
     ("distilbert/distilbert-base-uncased-finetuned-sst-2-english",
      "models/distilbert-base-uncased-finetuned-sst-2-english"),
 ])
