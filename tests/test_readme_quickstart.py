@@ -87,11 +87,17 @@ def test_quickstart_service_entry_is_valid_config_and_its_name_is_the_url_key() 
 
 
 def test_quickstart_stacks_and_stack_outputs_exist() -> None:
-    for stack in re.findall(r"pulumi stack (?:init|select) (\S+)", QUICKSTART):
-        assert (ROOT / f"Pulumi.{stack}.yaml").is_file(), stack
-        assert f"Pulumi.{stack}.yaml" in QUICKSTART
+    stacks = re.findall(r"pulumi stack (?:init|select) (\S+)", QUICKSTART)
+    assert stacks
     outputs = set(re.findall(r"pulumi stack output (\w+)", QUICKSTART))
     assert outputs
-    for platform in ("fargate", "eks"):
+    for stack in stacks:
+        assert f"Pulumi.{stack}.yaml" in QUICKSTART  # the file the quickstart edits is the stack it creates
+        platform = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]["mlapi:platform"]
         program = (ROOT / "infra" / platform / "platform.py").read_text()
         assert all(f'"{name}":' in program for name in outputs), (platform, outputs)
+    # The ECS service the quickstart restarts is the one its service entry declares.
+    (block,) = _blocks("yaml")
+    names = {service["name"] for service in yaml.safe_load(block)["mlapi:services"]}
+    restarted = set(re.findall(r"aws ecs update-service .*--service (\S+)", QUICKSTART))
+    assert restarted <= names
