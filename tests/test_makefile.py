@@ -301,3 +301,35 @@ def test_a_silent_step_prints_a_heartbeat_stops_it_and_keeps_the_exit_status(tmp
     assert re.fullmatch(r"    \.\.\. still running: \d+ s", lines[2]), lines
     failed = run("sleep 2; exit 3")
     assert failed.returncode != 0 and "==> a quiet command" in failed.stdout
+
+
+def _torch_check(tmp_path: Path) -> str:
+    """The Python the Makefile runs after installing torch to say which build it got."""
+    venv = tmp_path / "check-venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").touch()
+    plan = _make("-n", f"VENV={venv}", f"{venv}/.torch-ready")
+    found = re.search(rf"^{re.escape(str(venv))}/bin/python -c '(.*)'$", plan, flags=re.M)
+    assert found, plan
+    return found.group(1)
+
+
+def _site(where: Path, *dists: tuple[str, str]) -> Path:
+    for name, version in dists:
+        info = where / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    return where
+
+
+@pytest.mark.parametrize(("dists", "says", "stream"), [
+    ([("torch", "2.13.0+cpu")], "torch 2.13.0+cpu: CPU build", "stdout"),
+    ([("torch", "2.13.0"), ("nvidia-cublas", "13.1.0"), ("triton", "3.6.0")],
+     "torch 2.13.0: a CUDA build with nvidia-cublas, triton (was TORCH_INDEX=", "stderr"),
+])
+def test_the_install_says_which_torch_build_it_got(tmp_path: Path, dists, says: str, stream: str) -> None:
+    site = _site(tmp_path / "site", *dists)
+    done = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(site)!r}); "
+                           + _torch_check(tmp_path)], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert says in getattr(done, stream), (done.stdout, done.stderr)
