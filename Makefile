@@ -19,14 +19,15 @@ PYTEST_ARGS ?=
 
 # torch, the CPU build. PyPI's Linux wheel of torch 2.13.0 pulls in CUDA (18 nvidia-*/cuda-* packages and triton,
 # gigabytes); PyTorch's CPU index serves the same release as 2.13.0+cpu, which sorts above 2.13.0, so with that
-# index added pip takes the CPU build. An index that cannot be reached is given one try of TORCH_INDEX_TIMEOUT
-# seconds (not pip's retries for minutes) and skipped: pip then takes what it otherwise finds (a local wheel or
-# mirror in its configuration). TORCH_INDEX= (empty) leaves the choice to pip's configuration alone.
+# index added pip takes the CPU build. Only torch itself is asked of that index (--no-deps; its dependencies come
+# next from pip's usual indexes, with pip's usual retries), and an index that cannot be reached gets one try of
+# TORCH_INDEX_TIMEOUT seconds instead of pip's retries for minutes: pip then takes torch from what it otherwise
+# finds (a local wheel or mirror in its configuration). TORCH_INDEX= (empty) leaves the choice to pip alone.
 TORCH_VERSION := 2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_INDEX_TIMEOUT ?= 10
 TORCH_PIP_ARGS = $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX) --timeout $(TORCH_INDEX_TIMEOUT) --retries 0) \
-	torch==$(TORCH_VERSION)
+	--no-deps torch==$(TORCH_VERSION)
 # Says which build was installed; CUDA packages beside torch mean the CPU index was not used.
 TORCH_CHECK := import importlib.metadata as m, sys; \
 	gpu = sorted(d.metadata["Name"] for d in m.distributions() if d.metadata["Name"].lower().startswith(("nvidia-", "cuda-", "triton"))); \
@@ -50,6 +51,7 @@ $(PY):
 
 $(VENV)/.torch-ready: | $(PY)
 	$(call step,torch $(TORCH_VERSION) (the CPU build: from $(or $(TORCH_INDEX),pip's configured indexes) or a local wheel),$(PIP) $(TORCH_PIP_ARGS))
+	$(call step,torch's dependencies,$(PIP) torch==$(TORCH_VERSION))
 	@$(PY) -c '$(TORCH_CHECK)'
 	@touch $@
 

@@ -135,11 +135,19 @@ def _dry_run(args: list[str], report: Path, *pip_options: str) -> tuple[subproce
                            "--report", str(report), *args], capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     installs = json.loads(report.read_text())["install"]
-    return done, {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in installs}
+    return done, {i["metadata"]["name"].lower(): i["metadata"] for i in installs}
 
 
-def _gpu_packages(installs: dict[str, str]) -> list[str]:
-    return sorted(name for name in installs if name.startswith(("nvidia-", "cuda-", "triton")))
+def _gpu_packages(names: object) -> list[str]:
+    return sorted(name for name in names if name.startswith(("nvidia-", "cuda-", "triton")))  # type: ignore[attr-defined]
+
+
+def _requires(metadata: dict) -> list[str]:
+    """The distributions a package's metadata requires on this machine (Linux; markers of other systems dropped)."""
+    from packaging.requirements import Requirement
+
+    return [Requirement(r).name.lower() for r in metadata.get("requires_dist", [])
+            if Requirement(r).marker is None or Requirement(r).marker.evaluate({"extra": ""})]
 
 
 def _local_cpu_wheel() -> Path | None:
@@ -189,8 +197,9 @@ def test_torch_resolves_to_the_cpu_build_from_public_pypi_and_the_cpu_index(tmp_
     # What a machine with only the public indexes resolves: `pip --isolated` reads no pip configuration (no local
     # wheel, no mirror, no cap) and reaches PyPI itself. download.pytorch.org cannot be reached here, so TORCH_INDEX
     # points at a stand-in serving the very file the CPU index serves, torch-2.13.0+cpu (found through this
-    # machine's pip configuration). What this proves: the Makefile's command, given PyPI and a CPU index, takes the
-    # CPU build and nothing of CUDA; and that PyPI alone would not (the control run).
+    # machine's pip configuration). What this proves: the Makefile's torch command, given PyPI and a CPU index,
+    # takes the CPU build, whose dependencies (installed by the next step) hold nothing of CUDA; and that PyPI
+    # alone would not (the control runs).
     wheel = _local_cpu_wheel()
     if wheel is None:
         pytest.skip("no torch-2.13.0+cpu wheel on this machine to stand in for PyTorch's CPU index")
@@ -199,15 +208,23 @@ def test_torch_resolves_to_the_cpu_build_from_public_pypi_and_the_cpu_index(tmp_
     index = _Index(tmp_path / "index", wheel)
     index.start()
     try:
-        _, installs = _dry_run(_torch_pip_args(tmp_path, TORCH_INDEX=index.url), tmp_path / "cpu.json", "--isolated")
+        args = _torch_pip_args(tmp_path, TORCH_INDEX=index.url)
+        assert "--no-deps" in args
+        _, torch_only = _dry_run(args, tmp_path / "cpu.json", "--isolated")
+        # The same with torch's dependencies resolved too: what the two install steps put into the venv together.
+        _, everything = _dry_run([a for a in args if a != "--no-deps"], tmp_path / "cpu-all.json", "--isolated")
     finally:
         index.server.shutdown()
-    assert installs["torch"] == "2.13.0+cpu"
-    assert _gpu_packages(installs) == []
-    assert {"sympy", "networkx", "filelock"} <= set(installs)  # torch's own dependencies, from PyPI
+    assert torch_only["torch"]["version"] == "2.13.0+cpu"
+    assert _gpu_packages(_requires(torch_only["torch"])) == []
+    assert everything["torch"]["version"] == "2.13.0+cpu" and _gpu_packages(everything) == []
+    assert {"sympy", "networkx", "filelock"} <= set(everything)  # torch's own dependencies, from PyPI
 
-    _, control = _dry_run(_torch_pip_args(tmp_path, TORCH_INDEX=""), tmp_path / "pypi.json", "--isolated")
-    assert control["torch"] == "2.13.0" and len(_gpu_packages(control)) > 10, control
+    args = _torch_pip_args(tmp_path, TORCH_INDEX="")
+    _, pypi_only = _dry_run(args, tmp_path / "pypi.json", "--isolated")
+    _, pypi_all = _dry_run([a for a in args if a != "--no-deps"], tmp_path / "pypi-all.json", "--isolated")
+    assert pypi_only["torch"]["version"] == "2.13.0" and _gpu_packages(_requires(pypi_only["torch"]))
+    assert len(_gpu_packages(pypi_all)) > 10
 
 
 class _Silent(threading.Thread):
@@ -250,12 +267,12 @@ def test_an_unreachable_torch_index_is_tried_once_then_pip_takes_its_own_sources
                                   tmp_path / "fallback.json")
     finally:
         silent.close()
-    assert installs["torch"].split("+")[0] == "2.13.0"
-    assert "/whl/cpu/torch/" in silent.requests, silent.requests
-    assert set(silent.requests.values()) == {1}, silent.requests
+    assert installs["torch"]["version"].split("+")[0] == "2.13.0"
+    # Only torch is asked of TORCH_INDEX, once: its dependencies come from pip's usual indexes in the next step.
+    assert silent.requests == {"/whl/cpu/torch/": 1}, silent.requests
     assert "Retrying" not in done.stdout + done.stderr
     if _local_cpu_wheel() is not None:
-        assert installs["torch"] == "2.13.0+cpu" and _gpu_packages(installs) == []
+        assert installs["torch"]["version"] == "2.13.0+cpu"
 
 
 def test_every_install_step_says_what_it_does_and_pip_shows_its_progress(tmp_path: Path) -> None:
