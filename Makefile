@@ -90,10 +90,12 @@ serve: $(MODEL_DIR)/manifest.json
 	$(VENV)/bin/mlapi serve --model-dir $(MODEL_DIR) --host $(HOST) --port $(PORT)
 
 ## test: the whole suite (service with a real model and real redis-server, infra mocks, image and workflow checks)
-# -v names each test as it starts, so a long one (the live schemathesis run) shows what is running.
+# -v names each test as it starts; fd 3 (the terminal, which pytest's capture leaves alone) carries a line every
+# HEARTBEAT seconds while one test runs long (tests/conftest.py), as the live schemathesis run does.
 test: $(VENV)/.dev-ready $(TOOLS)/bin/checkov lint
 	@echo "==> pytest: the whole suite (about 630 tests; the percentage at each line's end is how far along)"
-	CHECKOV=$(CURDIR)/$(TOOLS)/bin/checkov TOKENIZERS_PARALLELISM=false $(PY) -m pytest -v $(PYTEST_ARGS)
+	CHECKOV=$(CURDIR)/$(TOOLS)/bin/checkov TOKENIZERS_PARALLELISM=false TEST_HEARTBEAT_FD=3 \
+		TEST_HEARTBEAT_SECONDS=$(HEARTBEAT) $(PY) -m pytest -v $(PYTEST_ARGS) 3>&1
 
 ## bench: mlapi against a seed-style server on a DistilBERT-base-sized model, k6-driven; writes load/results/
 bench: $(VENV)/.dev-ready

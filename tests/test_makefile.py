@@ -302,6 +302,8 @@ def test_lint_and_test_show_what_runs(tmp_path: Path) -> None:
     mypy = [line for line in plan.splitlines() if "/bin/mypy" in line and "still running" in line]
     assert len(mypy) == 1 and "still running" in mypy[0]  # mypy prints nothing until it is done
     assert re.search(r"-m pytest -v\b", plan), plan  # each test named as it starts
+    # ... and a long one says it is still running, on the terminal handed over as fd 3 (tests/conftest.py).
+    assert re.search(r"TEST_HEARTBEAT_FD=3 .*-m pytest -v .*3>&1", plan.replace("\\\n", " ")), plan
 
 
 def test_a_silent_step_prints_a_heartbeat_stops_it_and_keeps_the_exit_status(tmp_path: Path) -> None:
@@ -350,3 +352,24 @@ def test_the_install_says_which_torch_build_it_got(tmp_path: Path, dists, says: 
                            + _torch_check(tmp_path)], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert says in getattr(done, stream), (done.stdout, done.stderr)
+
+
+def test_a_long_test_says_it_is_still_running_on_the_descriptor_make_test_hands_over(tmp_path: Path) -> None:
+    (tmp_path / "test_probe.py").write_text(
+        "import time\nimport pytest\n\n@pytest.fixture\ndef slow_fixture():\n    time.sleep(2.5)\n\n"
+        "def test_slow(slow_fixture):\n    time.sleep(3.5)\n\ndef test_fast():\n    pass\n")
+    read, write = os.pipe()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "-v", "-p", "conftest", "-p", "no:cacheprovider", "test_probe.py"],
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT / "tests"), "TEST_HEARTBEAT_FD": str(write),
+                               "TEST_HEARTBEAT_SECONDS": "1"},
+            pass_fds=(write,), capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        os.close(write)
+    with os.fdopen(read) as beats:
+        heard = beats.read()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"\.\.\. test_probe\.py::test_slow still setting up: \d+ s", heard), heard
+    assert re.search(r"\.\.\. test_probe\.py::test_slow still running: \d+ s", heard), heard
+    assert "test_fast" not in heard
