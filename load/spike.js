@@ -10,13 +10,15 @@
 // Env: BASE_URL (default http://127.0.0.1:8000), VUS (baseline users, default 10; the peak is 4x), BASELINE
 // (default 30s), RAMP (default 10s, each way), HOLD (at the peak, default 0s), RECOVERY (default 30s), WINDOW_S
 // (default 2), TOLERANCE (default 1.2), THINK_S (seconds between a user's requests, default 0), RUN_SALT,
-// SUMMARY_JSON (also write the report there as JSON).
+// SUMMARY_JSON (also write the report there as JSON), API_KEY (sent as X-API-Key; a server that refuses it, or asks
+// for one, stops the run at once).
 // HTML report: K6_WEB_DASHBOARD=true K6_WEB_DASHBOARD_EXPORT=load/results/spike.html k6 run load/spike.js
 // (add K6_WEB_DASHBOARD_PORT=-1 where nobody opens the live dashboard, e.g. CI).
 import http from 'k6/http';
 import { check, sleep } from 'k6';
 import exec from 'k6/execution';
 import { Counter } from 'k6/metrics';
+import { checkKey, withKey } from './keys.js';
 import { isPredictionBody, runSalt, uniqueText } from './texts.js';
 
 const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:8000';
@@ -86,6 +88,11 @@ function phase(elapsed) {
   return elapsed < SPIKE_END_S ? 'spike' : 'recovery';
 }
 
+// One request before the load: a refused key would fail every request, so end the run saying why.
+export function setup() {
+  checkKey(`${BASE_URL}/predict`, { text: FIXED_BATCH });
+}
+
 export default function () {
   const elapsed = (Date.now() - exec.scenario.startTime) / 1000;
   const tags = { window: String(Math.floor(elapsed / WINDOW_S)), phase: phase(elapsed) };
@@ -93,7 +100,7 @@ export default function () {
     ? FIXED_BATCH
     : FIXED_BATCH.map((_, slot) => uniqueText(SALT, exec.vu.idInTest, exec.vu.iterationInScenario, slot));
   const res = http.post(`${BASE_URL}/predict`, JSON.stringify({ text: texts }), {
-    headers: { 'Content-Type': 'application/json' },
+    headers: withKey({ 'Content-Type': 'application/json' }),
     timeout: '60s',
     tags,
   });

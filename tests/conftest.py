@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -224,3 +226,57 @@ def serve_mlapi(tmp_path: Path) -> Iterator[Callable[..., MlapiProcess]]:
     yield start
     for server in started:
         server.stop()
+
+
+@contextlib.contextmanager
+def _heartbeat(item: pytest.Item, doing: str) -> Iterator[None]:
+    """A line every TEST_HEARTBEAT_SECONDS while `item` is `doing` something, on the descriptor TEST_HEARTBEAT_FD.
+
+    `make test` hands pytest its terminal as a spare descriptor (fd 3), which pytest's output capture leaves alone, so
+    a test that takes a minute (the live schemathesis run), or a fixture that bakes a model, says how long it has been
+    at it instead of going silent.
+    """
+    fd = os.environ.get("TEST_HEARTBEAT_FD")
+    if not fd:
+        yield
+        return
+    every = float(os.environ.get("TEST_HEARTBEAT_SECONDS", "15"))
+    stop = threading.Event()
+    started = time.monotonic()
+    beats = []
+
+    def beat() -> None:
+        while not stop.wait(every):
+            try:
+                os.write(int(fd), f"\n    ... {item.nodeid} {doing}: {time.monotonic() - started:.0f} s".encode())
+            except OSError:  # the descriptor is not open: nothing to say it on
+                return
+            beats.append(1)
+
+    thread = threading.Thread(target=beat, name="test-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        if beats:  # pytest's verdict for the test goes on a line of its own
+            os.write(int(fd), b"\n    ")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with _heartbeat(item, "still setting up"):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with _heartbeat(item, "still running"):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    with _heartbeat(item, "still tearing down"):
+        return (yield)

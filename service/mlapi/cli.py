@@ -45,6 +45,22 @@ def _setting_name(field: str, overrides: dict[str, object]) -> str:
     return f"{variable} (or {_SERVE_FLAGS[field]})" if field in _SERVE_FLAGS else variable
 
 
+def _bake_hint(model_dir: Path) -> str:
+    """The bake command that makes `model_dir` servable, never one that writes over what is in it.
+
+    `mlapi bake --out DIR` replaces DIR, so a directory that already holds files (a checkpoint, most likely) is baked
+    from, into a directory of its own under models/; only a missing or empty directory is the place to bake into.
+    """
+    if model_dir.is_dir() and any(model_dir.iterdir()):
+        out = Path("models") / model_dir.resolve().name
+        if out.resolve() == model_dir.resolve():
+            out = out.with_name(f"{out.name}-baked")
+        return (f"if it is a checkpoint, bake it into a directory of its own: `mlapi bake {model_dir} --out {out}`, "
+                f"then `mlapi serve {_SERVE_FLAGS['model_dir']} {out}`")
+    return (f"run `mlapi bake [SOURCE] --out {model_dir}` first (SOURCE: a hub id or a checkpoint directory; "
+            f"none bakes the bundled all-MiniLM-L6-v2), or point {_SERVE_FLAGS['model_dir']} at a baked directory")
+
+
 def _serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {"model_dir": args.model_dir, "host": args.host, "port": args.port}.items() if v}
     # Tokenizers' own thread pool fights the batcher's; the batcher already fills the cores.
@@ -63,8 +79,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     if not (settings.model_dir / "manifest.json").is_file():
         print(f"invalid configuration: {_setting_name('model_dir', overrides)}: {settings.model_dir} is not a baked "
-              f"model directory; run `mlapi bake --out {settings.model_dir}` first, or point "
-              f"{_SERVE_FLAGS['model_dir']} at one", file=sys.stderr)
+              f"model directory; {_bake_hint(settings.model_dir)}", file=sys.stderr)
         return 2
 
     from mlapi.server import AddressUnavailable, bind

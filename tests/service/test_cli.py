@@ -68,6 +68,43 @@ def test_serve_refuses_an_unbaked_directory(tmp_path) -> None:
     assert "MLAPI_MODEL_DIR" in result.stderr and "mlapi bake" in result.stderr
 
 
+def test_serve_on_an_unbaked_checkpoint_hints_a_bake_into_its_own_directory(tmp_path) -> None:
+    # `mlapi bake --out DIR` replaces DIR: the hint must read from the checkpoint, never write over it.
+    checkpoint = tmp_path / "my-ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    result = subprocess.run(
+        [sys.executable, "-m", "mlapi", "serve", "--model-dir", "./my-ckpt"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "`mlapi bake my-ckpt --out models/my-ckpt`" in result.stderr, result.stderr
+    assert "`mlapi serve --model-dir models/my-ckpt`" in result.stderr
+    assert "--out my-ckpt" not in result.stderr and "--out ./my-ckpt" not in result.stderr
+    assert (checkpoint / "config.json").read_text() == "{}"
+
+
+def test_serve_on_a_checkpoint_under_models_hints_a_directory_beside_it(tmp_path) -> None:
+    checkpoint = tmp_path / "models" / "my-ckpt"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "config.json").write_text("{}")
+    result = subprocess.run(
+        [sys.executable, "-m", "mlapi", "serve", "--model-dir", "models/my-ckpt"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "`mlapi bake models/my-ckpt --out models/my-ckpt-baked`" in result.stderr, result.stderr
+
+
+def test_serve_on_a_missing_directory_hints_a_bake_into_it(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mlapi", "serve", "--model-dir", str(tmp_path / "fresh")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"`mlapi bake [SOURCE] --out {tmp_path / 'fresh'}`" in result.stderr, result.stderr
+
+
 # What `pulumi install` puts into .venv (infra/requirements.txt: the package with its `infra` extra): none of the
 # service's runtime or bake dependencies. docs/deploy.md creates keys there with `.venv/bin/mlapi keys create`.
 _NOT_IN_THE_INFRA_ENVIRONMENT = ("pydantic", "pydantic_settings", "fastapi", "starlette", "uvicorn", "onnxruntime",
