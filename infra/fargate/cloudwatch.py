@@ -32,6 +32,7 @@ AT_MAX_MINUTES = 15  # MlapiHpaAtMax: at the maximum task count for 15 minutes
 SATURATION_PERCENT = 90.0  # CPU or memory this high, this long, means scaling is not keeping up
 PERIOD = 60
 KEY_TEXTS = LOG_METRICS[0].counter  # mlapi_key_texts_total: texts answered per key, computed or cached
+SHADOW_TEXTS = LOG_METRICS[1].counter  # mlapi_shadow_texts_total: mirrored texts per candidate and outcome
 
 
 def alarm_key_policy(account_id: str) -> str:
@@ -176,6 +177,11 @@ def dashboard_body(region: str, load_balancer: str, cluster: str, services: list
                                unit_label="USD", period=KEY_PERIOD))
         widgets.append(_widget("Cost per 1,000 predictions per key (USD)", _key_unit_cost_rows(cluster, priced,
                                cost_keys), region, (12, 30), unit_label="USD", period=KEY_PERIOD))
+    if logged:
+        widgets.append(_widget("Shadow: mirrored texts by candidate and outcome", _shadow_rows(logged), region,
+                               (0, 36), period=KEY_PERIOD))
+        widgets.append(_widget("Shadow flip ratio (flip / compared)", _flip_ratio_rows(logged), region, (12, 36),
+                               period=KEY_PERIOD))
     return {"start": "-PT3H", "periodOverride": "inherit", "widgets": widgets}
 
 
@@ -250,6 +256,30 @@ def _key_unit_cost_rows(cluster: str, services: list[_Resolved], keys: tuple[str
                              {"id": f"{prefix}{i}_{j}", "stat": "Sum", "visible": False}])
             rows.append([{"id": f"unit{i}_{j}", "label": f"{s.name} {key}",
                           "expression": f"c{i}_{j} * cost{i} / SUM(computed{i}) / (c{i}_{j} + h{i}_{j}) * 1000"}])
+    return rows
+
+
+def _shadow_search(namespace: str, outcome: str | None = None) -> str:
+    """SEARCH over one service's `mlapi_shadow_texts_total` series (every candidate; optionally one outcome)."""
+    where = f' outcome="{outcome}"' if outcome else ""
+    return (f"SEARCH('{{\"{namespace}\",candidate,outcome}} MetricName=\"{SHADOW_TEXTS}\"{where}', 'Sum', "
+            f"{KEY_PERIOD})")
+
+
+def _shadow_rows(services: list[_Resolved]) -> list[list[Any]]:
+    """Texts the primary mirrored to a candidate model, agreed, flipped or failed, per candidate (no configuration)."""
+    return [[{"id": f"shadow{i}", "label": s.name, "expression": _shadow_search(str(s.log_namespace))}]
+            for i, s in enumerate(services)]
+
+
+def _flip_ratio_rows(services: list[_Resolved]) -> list[list[Any]]:
+    """Per service, the share of compared texts whose top label flipped: what a rollout's flip gate reads on EKS."""
+    rows: list[list[Any]] = []
+    for i, s in enumerate(services):
+        ns = str(s.log_namespace)
+        rows.append([{"id": f"flip{i}", "expression": f"SUM({_shadow_search(ns, 'flip')})", "visible": False}])
+        rows.append([{"id": f"agree{i}", "expression": f"SUM({_shadow_search(ns, 'agree')})", "visible": False}])
+        rows.append([{"id": f"ratio{i}", "label": s.name, "expression": f"flip{i} / (flip{i} + agree{i})"}])
     return rows
 
 

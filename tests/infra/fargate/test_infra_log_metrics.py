@@ -236,6 +236,31 @@ def test_dashboard_charts_every_key_without_configuration(fargate: ProgramRun) -
         "sentiment other", "semantic other"]
 
 
+def _search_schema(expression: str) -> tuple[set[str], str]:
+    """The namespace and dimension names of a SEARCH's schema (their order does not matter), and its MetricName."""
+    match = re.search(r"SEARCH\('\{([^}]*)\} MetricName=\"([^\"]+)\"", expression)
+    assert match, expression
+    return {part.strip('"') for part in match.group(1).split(",")}, match.group(2)
+
+
+def test_dashboard_shows_the_shadow_counts_the_filters_make(fargate: ProgramRun) -> None:
+    """The shadow widgets search the namespace, metric and dimensions the filters write, so they cannot go blank."""
+    filters = {r.name: plain(r.inputs) for r in fargate.of_type("aws:cloudwatch/logMetricFilter:LogMetricFilter")}
+    shadow = _widget(fargate, "Shadow: mirrored texts by candidate and outcome")
+    ratio = _widget(fargate, "Shadow flip ratio (flip / compared)")
+    for i, service in enumerate(("sentiment", "semantic")):
+        written = filters[f"log-metrics-{service}-mlapi_shadow_texts_total"]["metricTransformation"]
+        expected = {written["namespace"], *written["dimensions"]}
+        schema, metric = _search_schema(shadow["metrics"][i][0]["expression"])
+        assert (schema, metric) == (expected, written["name"])
+        rows = {row[0]["id"]: row[0] for row in ratio["metrics"] if row[0]["id"].endswith(str(i))}
+        for outcome in ("flip", "agree"):
+            assert _search_schema(rows[f"{outcome}{i}"]["expression"]) == (expected, written["name"])
+            assert f'outcome="{outcome}"' in rows[f"{outcome}{i}"]["expression"]
+        assert rows[f"ratio{i}"] == {"id": f"ratio{i}", "label": service,
+                                     "expression": f"flip{i} / (flip{i} + agree{i})"}
+
+
 @pytest.mark.parametrize(("keys", "where"), [
     (["web", "bad name"], "mlapi:costDashboardKeys[1]"),
     ([f"k{i}" for i in range(51)], "mlapi:costDashboardKeys"),
