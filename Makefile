@@ -51,9 +51,13 @@ serve: $(MODEL_DIR)/manifest.json
 test: $(VENV)/.dev-ready $(TOOLS)/bin/checkov lint
 	CHECKOV=$(CURDIR)/$(TOOLS)/bin/checkov TOKENIZERS_PARALLELISM=false $(PY) -m pytest $(PYTEST_ARGS)
 
-## bench: mlapi against a seed-style server on a DistilBERT-base-sized model, k6-driven; writes load/results/
+# infinity-emb, the peer `make bench` serves the same model with, pins libraries of its own: load/bench.py installs
+# it into this venv on first use.
+INFINITY_VENV ?= .venv-infinity
+
+## bench: mlapi against the seed-style server and infinity-emb on a DistilBERT-base-sized model, k6-driven; writes load/results/
 bench: $(VENV)/.dev-ready
-	$(PY) load/bench.py $(BENCH_ARGS)
+	$(PY) load/bench.py --infinity-venv $(INFINITY_VENV) $(BENCH_ARGS)
 	$(PY) load/bench_noisy.py
 
 ## dashboard: regenerate monitoring/grafana/mlapi.json from monitoring/dashboard.py (a test fails while it is stale)
@@ -66,4 +70,4 @@ lint: $(VENV)/.dev-ready
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) $(TOOLS) models build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(TOOLS) $(INFINITY_VENV) models build *.egg-info .pytest_cache

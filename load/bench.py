@@ -14,7 +14,7 @@ writes load/results/<date>-bench.{json,md,png} and k6's HTML reports.
 Beside mlapi and the seed-style server it serves the same model with
 infinity-emb, a serving project built for throughput, through its ONNX Runtime
 engine (`--engine optimum`) on the int8 graph optimum's quantizer writes for
-this CPU, laid out as its documentation says (`onnx/model_quantized.onnx`).
+this CPU (`model_quantized.onnx`, which it prefers on a CPU).
 infinity-emb pins libraries of its own, so it lives in a venv of its own
 (`--infinity-venv`, created and installed on first use).
 
@@ -104,7 +104,7 @@ class Paths:
 
     @property
     def infinity_model(self) -> Path:
-        """The model as infinity-emb's optimum engine loads it: config and tokenizer, ONNX graphs under onnx/."""
+        """The model as infinity-emb's optimum engine loads it: config, tokenizer and ONNX graphs in one folder."""
         return self.baked.with_name("infinity-model")
 
 
@@ -118,6 +118,7 @@ class ServerSpec:
     phases: Sequence[Phase]
     needs_bake: bool = False
     api: str = "mlapi"  # the request shape the k6 scripts send (API env of load/texts.js)
+    workdir: Callable[[Paths], Path] | None = None  # where the server process starts (default: here)
 
 
 UNIQUE = [Scenario(f"unique-{v}vu", f"uncached, 1 short text, {v} VUs", "predict_unique.js", v) for v in (1, 4, 32)]
@@ -171,18 +172,24 @@ def _mlapi_per_tensor_argv(paths: Paths, port: int) -> list[str]:
             "--port", str(port)]
 
 
-# infinity-emb and what its optimum engine needs, pinned. 0.0.78 (PyPI, 2025) is its newest release; it asks for
-# optimum>=1.24 but passes optimum an absolute path to the ONNX file, which optimum 2.x no longer finds in a local
-# folder, so optimum is pinned to the 1.24.0 of infinity's own lock file. onnxruntime is the one mlapi runs, so both
+# infinity-emb and what its optimum engine needs, pinned. 0.0.78 (PyPI, 2025) is its newest release. Its optimum
+# extra resolves to optimum 2.1 with optimum-onnx 0.1, the pair that exports and quantizes with torch 2.13 (optimum
+# 1.24, the one infinity's own lock file names, fails to export with it). onnxruntime is the one mlapi runs, so both
 # servers use the same kernels.
 INFINITY = "infinity-emb"
-INFINITY_PACKAGES = ("infinity-emb[server]==0.0.78", "optimum[onnxruntime]==1.24.0", "onnxruntime==1.32.0")
+INFINITY_PACKAGES = ("infinity-emb[server,optimum]==0.0.78", "optimum==2.1.0", "optimum-onnx==0.1.0",
+                     "onnxruntime==1.32.0")
 TORCH_CPU = "torch==2.13.0"
 
 
 def _infinity_argv(paths: Paths, port: int) -> list[str]:
-    return [str(paths.infinity_venv / "bin" / "infinity_emb"), "v2", "--model-id", str(paths.infinity_model),
-            "--engine", "optimum", "--device", "cpu", "--host", bench_procs.HOST, "--port", str(port)]
+    # `--model-id .`, run from the model folder: infinity-emb hands optimum the ONNX file's path as it globbed it from
+    # the model id, and optimum 2 compares it with bare file names. Only a top-level file under the model id "." is
+    # named bare; an absolute model id, or graphs under onnx/, fail with FileNotFoundError (docs/bench.md).
+    # --no-model-warmup: its warm-up sends a text longer than the model's 512 positions, which its optimum classifier
+    # passes on untruncated, and the failed pass stops the server; the benchmark warms every server up itself.
+    return [str(paths.infinity_venv / "bin" / "infinity_emb"), "v2", "--model-id", ".", "--engine", "optimum",
+            "--device", "cpu", "--no-model-warmup", "--host", bench_procs.HOST, "--port", str(port)]
 
 
 SERVERS: list[ServerSpec] = [
@@ -216,6 +223,7 @@ SERVERS: list[ServerSpec] = [
         env={"DO_NOT_TRACK": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"},
         phases=[Phase("uncached", {}, [*UNIQUE, UNIQUE_LONG[2]])],
         api="infinity",
+        workdir=lambda paths: paths.infinity_model,
     ),
     ServerSpec(
         name="mlapi-torch",
@@ -424,27 +432,25 @@ def _optimum_cpu_flag() -> str:
 
 
 def prepare_infinity_model(model_dir: Path, out: Path, venv: Path, log: Path) -> dict[str, Any]:
-    """Lay the model out as infinity-emb's optimum engine documents it: ONNX graphs under onnx/ beside the config.
+    """The model as infinity-emb's optimum engine can load it: config, tokenizer and ONNX graphs in one folder.
 
-    optimum-cli exports the fp32 graph (onnx/model.onnx) and quantizes it with the preset for this CPU (dynamic
-    int8, QOperator; written as onnx/model_quantized.onnx, the file infinity-emb prefers on a CPU).
+    optimum-cli exports the fp32 graph (model.onnx, beside the config and tokenizer it writes) and quantizes it with
+    the preset for this CPU (dynamic int8, QOperator), written as model_quantized.onnx: the file infinity-emb prefers
+    on a CPU. The graphs sit at the top of the folder, not under onnx/: infinity-emb names the file to optimum with
+    its folder in front, and optimum matches that name against bare file names only (docs/bench.md).
     """
-    quantized = out / "onnx" / "model_quantized.onnx"
+    quantized = out / "model_quantized.onnx"
     source_stamp = out / ".source"
     flag = _optimum_cpu_flag()
     source = f"{model_dir} {(model_dir / 'model.safetensors').stat().st_mtime_ns} {flag}"
-    facts = {"dir": str(out), "onnx": "onnx/model_quantized.onnx", "quantization": f"optimum-cli {flag}"}
+    facts = {"dir": str(out), "onnx": quantized.name, "quantization": f"optimum-cli onnxruntime quantize {flag}"}
     if quantized.exists() and source_stamp.exists() and source_stamp.read_text() == source:
         return {"ok": True, **facts}
     shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    for item in model_dir.iterdir():
-        if item.is_file() and item.suffix != ".safetensors":
-            shutil.copy2(item, out / item.name)
     cli = str(venv / "bin" / "optimum-cli")
     steps = [
-        [cli, "export", "onnx", "--model", str(model_dir), "--task", "text-classification", str(out / "onnx")],
-        [cli, "onnxruntime", "quantize", "--onnx_model", str(out / "onnx"), flag, "-o", str(out / "quantized")],
+        [cli, "export", "onnx", "--model", str(model_dir), "--task", "text-classification", str(out)],
+        [cli, "onnxruntime", "quantize", "--onnx_model", str(out), flag, "-o", str(out / "quantized")],
     ]
     started = time.perf_counter()
     with log.open("wb") as output:
@@ -453,7 +459,7 @@ def prepare_infinity_model(model_dir: Path, out: Path, venv: Path, log: Path) ->
                                   env=server_env({})).returncode
             if code != 0:
                 return {"ok": False, "error": f"{shlex.join(argv)} exited {code}, see {log}"}
-    (out / "quantized" / "model_quantized.onnx").rename(quantized)
+    (out / "quantized" / quantized.name).rename(quantized)
     shutil.rmtree(out / "quantized")
     source_stamp.write_text(source)
     return {"ok": True, **facts, "seconds": round(time.perf_counter() - started, 1)}
@@ -664,7 +670,8 @@ def run_phase(
         env["HF_HOME"] = str(paths.infinity_model.with_name("infinity-hf-home"))
     results: list[dict[str, Any]] = []
     try:
-        server = bench_procs.start_server(spec.argv(paths, port), server_env(env), port, log)
+        cwd = spec.workdir(paths) if spec.workdir else None
+        server = bench_procs.start_server(spec.argv(paths, port), server_env(env), port, log, cwd=cwd)
         try:
             warm_up(server.base_url, spec.api)
             for scenario in phase.scenarios:

@@ -617,7 +617,8 @@ def write_chart(report: Mapping[str, Any], path: Path) -> None:
         bars = ax.bar(xs, values, width, label=server)
         ax.bar_label(bars, labels=[f"{v:.0f}" if v else "" for v in values], fontsize=7)
     ax.set_xticks(range(len(titles)), titles, rotation=15, ha="right", fontsize=8)
-    ax.set_yscale("log")
+    if any(s.get("req_per_s") for s in scenarios):  # a run where every server failed has nothing to log-scale
+        ax.set_yscale("log")
     ax.set_ylabel("requests per second (log scale)")
     ax.set_title(f"/predict throughput, {report.get('machine', {}).get('cores', '?')} cores, {report.get('date')}")
     ax.legend()
