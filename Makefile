@@ -97,9 +97,13 @@ test: $(VENV)/.dev-ready $(TOOLS)/bin/checkov lint
 	CHECKOV=$(CURDIR)/$(TOOLS)/bin/checkov TOKENIZERS_PARALLELISM=false TEST_HEARTBEAT_FD=3 \
 		TEST_HEARTBEAT_SECONDS=$(HEARTBEAT) $(PY) -m pytest -v $(PYTEST_ARGS) 3>&1
 
-## bench: mlapi against a seed-style server on a DistilBERT-base-sized model, k6-driven; writes load/results/
+# infinity-emb, the peer `make bench` serves the same model with, pins libraries of its own: load/bench.py installs
+# it into this venv on first use.
+INFINITY_VENV ?= .venv-infinity
+
+## bench: mlapi against the seed-style server and infinity-emb on a DistilBERT-base-sized model, k6-driven; writes load/results/
 bench: $(VENV)/.dev-ready
-	$(PY) load/bench.py $(BENCH_ARGS)
+	$(PY) load/bench.py --infinity-venv $(INFINITY_VENV) $(BENCH_ARGS)
 	$(PY) load/bench_noisy.py
 
 ## dashboard: regenerate monitoring/grafana/mlapi.json from monitoring/dashboard.py (a test fails while it is stale)
@@ -112,4 +116,4 @@ lint: $(VENV)/.dev-ready
 	$(call step,mypy on service/mlapi (a first run without .mypy_cache takes about a minute),$(VENV)/bin/mypy)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) models build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(TOOLS) $(INFINITY_VENV) models build *.egg-info .pytest_cache

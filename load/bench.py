@@ -11,7 +11,15 @@ Redis. It profiles mlapi under load with py-spy, records cold start and peak
 memory per server and the installed size of the serving dependencies, then
 writes load/results/<date>-bench.{json,md,png} and k6's HTML reports.
 
-Usage: python load/bench.py [--quick] [--servers seed,mlapi-onnx,mlapi-onnx-per-tensor,mlapi-torch] [--duration S]
+Beside mlapi and the seed-style server it serves the same model with
+infinity-emb, a serving project built for throughput, through its ONNX Runtime
+engine (`--engine optimum`) on the int8 graph optimum's quantizer writes for
+this CPU (`model_quantized.onnx`, which it prefers on a CPU).
+infinity-emb pins libraries of its own, so it lives in a venv of its own
+(`--infinity-venv`, created and installed on first use).
+
+Usage: python load/bench.py [--quick] [--duration S]
+           [--servers seed,mlapi-onnx,mlapi-onnx-per-tensor,infinity-emb,mlapi-torch] [--infinity-venv DIR]
 """
 
 from __future__ import annotations
@@ -87,11 +95,17 @@ class Paths:
     model: Path
     baked: Path
     logs: Path
+    infinity_venv: Path = Path(".venv-infinity")
 
     @property
     def baked_per_tensor(self) -> Path:
         """The same bake with the int8 graph of the old per-tensor recipe, for the side-by-side server."""
         return self.baked.with_name(self.baked.name + "-per-tensor")
+
+    @property
+    def infinity_model(self) -> Path:
+        """The model as infinity-emb's optimum engine loads it: config, tokenizer and ONNX graphs in one folder."""
+        return self.baked.with_name("infinity-model")
 
 
 @dataclass(frozen=True)
@@ -103,6 +117,8 @@ class ServerSpec:
     env: Mapping[str, str]
     phases: Sequence[Phase]
     needs_bake: bool = False
+    api: str = "mlapi"  # the request shape the k6 scripts send (API env of load/texts.js)
+    workdir: Callable[[Paths], Path] | None = None  # where the server process starts (default: here)
 
 
 UNIQUE = [Scenario(f"unique-{v}vu", f"uncached, 1 short text, {v} VUs", "predict_unique.js", v) for v in (1, 4, 32)]
@@ -156,6 +172,26 @@ def _mlapi_per_tensor_argv(paths: Paths, port: int) -> list[str]:
             "--port", str(port)]
 
 
+# infinity-emb and what its optimum engine needs, pinned. 0.0.78 (PyPI, 2025) is its newest release. Its optimum
+# extra resolves to optimum 2.1 with optimum-onnx 0.1, the pair that exports and quantizes with torch 2.13 (optimum
+# 1.24, the one infinity's own lock file names, fails to export with it). onnxruntime is the one mlapi runs, so both
+# servers use the same kernels.
+INFINITY = "infinity-emb"
+INFINITY_PACKAGES = ("infinity-emb[server,optimum]==0.0.78", "optimum==2.1.0", "optimum-onnx==0.1.0",
+                     "onnxruntime==1.32.0")
+TORCH_CPU = "torch==2.13.0"
+
+
+def _infinity_argv(paths: Paths, port: int) -> list[str]:
+    # `--model-id .`, run from the model folder: infinity-emb hands optimum the ONNX file's path as it globbed it from
+    # the model id, and optimum 2 compares it with bare file names. Only a top-level file under the model id "." is
+    # named bare; an absolute model id, or graphs under onnx/, fail with FileNotFoundError (docs/bench.md).
+    # --no-model-warmup: its warm-up sends a text longer than the model's 512 positions, which its optimum classifier
+    # passes on untruncated, and the failed pass stops the server; the benchmark warms every server up itself.
+    return [str(paths.infinity_venv / "bin" / "infinity_emb"), "v2", "--model-id", ".", "--engine", "optimum",
+            "--device", "cpu", "--no-model-warmup", "--host", bench_procs.HOST, "--port", str(port)]
+
+
 SERVERS: list[ServerSpec] = [
     _seed_spec("seed", "async"),
     _seed_spec("seed-threadpool", "threadpool"),
@@ -178,6 +214,16 @@ SERVERS: list[ServerSpec] = [
         env={"MLAPI_BACKEND": "onnx"},
         phases=[Phase("uncached", UNCACHED, [*UNIQUE, UNIQUE_LONG[2]])],
         needs_bake=True,
+    ),
+    # The same model served by infinity-emb's ONNX Runtime engine on optimum's int8 graph (its CPU default: it
+    # prefers a quantized file), its own batching and its POST /classify.
+    ServerSpec(
+        name=INFINITY,
+        argv=_infinity_argv,
+        env={"DO_NOT_TRACK": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"},
+        phases=[Phase("uncached", {}, [*UNIQUE, UNIQUE_LONG[2]])],
+        api="infinity",
+        workdir=lambda paths: paths.infinity_model,
     ),
     ServerSpec(
         name="mlapi-torch",
@@ -350,14 +396,84 @@ def requantize_per_tensor(baked: Path, out: Path) -> dict[str, Any]:
     return {"ok": True, "dir": str(out)}
 
 
+def infinity_venv(venv: Path, log: Path) -> dict[str, Any]:
+    """The venv infinity-emb runs from: created and installed with the pinned packages when it is not there yet."""
+    binary = venv / "bin" / "infinity_emb"
+    wanted = " ".join(INFINITY_PACKAGES)
+    stamp = venv / ".bench-packages"
+    if binary.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return {"ok": True, "venv": str(venv), "versions": _venv_versions(venv), "installed_now": False}
+    print(f"installing {wanted} into {venv} ...", flush=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    # torch first on its own, so pip takes the CPU build (as the Makefile does for mlapi's venv).
+    steps = [[sys.executable, "-m", "venv", str(venv)], [*pip, TORCH_CPU], [*pip, *INFINITY_PACKAGES]]
+    with log.open("wb") as out:
+        for argv in steps:
+            code = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, timeout=1800, check=False).returncode
+            if code != 0:
+                return {"ok": False, "error": f"{shlex.join(argv)} exited {code}, see {log}"}
+    stamp.write_text(wanted)
+    return {"ok": True, "venv": str(venv), "versions": _venv_versions(venv), "installed_now": True}
+
+
+def _venv_versions(venv: Path) -> dict[str, str]:
+    dists = ("infinity-emb", "optimum", "onnxruntime", "transformers", "torch")
+    code = ("import json; from importlib.metadata import version; "
+            f"print(json.dumps({{d: version(d) for d in {dists!r}}}))")
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=120,
+                          check=False)
+    return json.loads(done.stdout) if done.returncode == 0 else {}
+
+
+def _optimum_cpu_flag() -> str:
+    """optimum-cli's quantization preset for this CPU: the int8 kernels ONNX Runtime will pick here."""
+    flags = set(cpu_flags())
+    return "--avx512_vnni" if "avx512_vnni" in flags else "--avx512" if "avx512f" in flags else "--avx2"
+
+
+def prepare_infinity_model(model_dir: Path, out: Path, venv: Path, log: Path) -> dict[str, Any]:
+    """The model as infinity-emb's optimum engine can load it: config, tokenizer and ONNX graphs in one folder.
+
+    optimum-cli exports the fp32 graph (model.onnx, beside the config and tokenizer it writes) and quantizes it with
+    the preset for this CPU (dynamic int8, QOperator), written as model_quantized.onnx: the file infinity-emb prefers
+    on a CPU. The graphs sit at the top of the folder, not under onnx/: infinity-emb names the file to optimum with
+    its folder in front, and optimum matches that name against bare file names only (docs/bench.md).
+    """
+    quantized = out / "model_quantized.onnx"
+    source_stamp = out / ".source"
+    flag = _optimum_cpu_flag()
+    source = f"{model_dir} {(model_dir / 'model.safetensors').stat().st_mtime_ns} {flag}"
+    facts = {"dir": str(out), "onnx": quantized.name, "quantization": f"optimum-cli onnxruntime quantize {flag}"}
+    if quantized.exists() and source_stamp.exists() and source_stamp.read_text() == source:
+        return {"ok": True, **facts}
+    shutil.rmtree(out, ignore_errors=True)
+    cli = str(venv / "bin" / "optimum-cli")
+    steps = [
+        [cli, "export", "onnx", "--model", str(model_dir), "--task", "text-classification", str(out)],
+        [cli, "onnxruntime", "quantize", "--onnx_model", str(out), flag, "-o", str(out / "quantized")],
+    ]
+    started = time.perf_counter()
+    with log.open("wb") as output:
+        for argv in steps:
+            code = subprocess.run(argv, stdout=output, stderr=subprocess.STDOUT, timeout=1800, check=False,
+                                  env=server_env({})).returncode
+            if code != 0:
+                return {"ok": False, "error": f"{shlex.join(argv)} exited {code}, see {log}"}
+    (out / "quantized" / quantized.name).rename(quantized)
+    shutil.rmtree(out / "quantized")
+    source_stamp.write_text(source)
+    return {"ok": True, **facts, "seconds": round(time.perf_counter() - started, 1)}
+
+
 # ---------------------------------------------------------------- load
 
 
-def warm_up(base_url: str) -> None:
+def warm_up(base_url: str, api: str = "mlapi") -> None:
     """A few requests first, so lazy initialisation is not billed to the first scenario."""
     for i in range(WARMUP_REQUESTS):
-        body = json.dumps({"text": [f"warm up request number {i} before the measured load"]}).encode()
-        bench_procs.http_status(f"{base_url}/predict", data=body, timeout=60)
+        text = f"warm up request number {i} before the measured load"
+        path, body = ("/classify", {"input": [text]}) if api == "infinity" else ("/predict", {"text": [text]})
+        bench_procs.http_status(f"{base_url}{path}", data=json.dumps(body).encode(), timeout=60)
 
 
 def _children_cpu_s() -> float:
@@ -549,12 +665,18 @@ def run_phase(
     redis: subprocess.Popen[bytes] | None = None
     if phase.redis:
         redis, env["MLAPI_REDIS_URL"] = start_redis(paths.logs)
+    if spec.api == "infinity":
+        # Where infinity-emb keeps the graph it optimises at start, inside the work dir rather than ~/.cache.
+        env["HF_HOME"] = str(paths.infinity_model.with_name("infinity-hf-home"))
     results: list[dict[str, Any]] = []
     try:
-        server = bench_procs.start_server(spec.argv(paths, port), server_env(env), port, log)
+        cwd = spec.workdir(paths) if spec.workdir else None
+        server = bench_procs.start_server(spec.argv(paths, port), server_env(env), port, log, cwd=cwd)
         try:
-            warm_up(server.base_url)
+            warm_up(server.base_url, spec.api)
             for scenario in phase.scenarios:
+                if spec.api != "mlapi":
+                    scenario = dataclasses.replace(scenario, k6_env={**scenario.k6_env, "API": spec.api})
                 progress.step(f"{spec.name} / {scenario.title}")
                 if scenario.profile:
                     seconds = min(duration_s, PROFILE_MAX_S)
@@ -645,6 +767,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=1234, help="seed of the random model weights")
     parser.add_argument(
+        "--infinity-venv",
+        type=Path,
+        default=Path(os.environ.get("INFINITY_VENV", REPO / ".venv-infinity")),
+        help="venv of infinity-emb (env INFINITY_VENV; created and installed when missing)",
+    )
+    parser.add_argument(
         "--mlapi-env",
         action="append",
         default=[],
@@ -677,7 +805,17 @@ def prepare(args: argparse.Namespace, report: dict[str, Any]) -> Paths:
     logs.mkdir(parents=True, exist_ok=True)
     print("writing the benchmark model ...", flush=True)
     report["model"] = prepare_model(args.work_dir, args.seed)
-    paths = Paths(model=Path(report["model"]["dir"]), baked=args.work_dir / "baked", logs=logs)
+    paths = Paths(model=Path(report["model"]["dir"]), baked=args.work_dir / "baked", logs=logs,
+                  infinity_venv=args.infinity_venv.resolve())
+    if any(s.name == INFINITY for s in args.servers):
+        print("preparing infinity-emb (its venv, the model exported and quantized by optimum) ...", flush=True)
+        peer = infinity_venv(paths.infinity_venv, logs / "infinity-install.log")
+        if peer["ok"]:
+            peer["model"] = prepare_infinity_model(paths.model, paths.infinity_model, paths.infinity_venv,
+                                                   logs / "infinity-export.log")
+            peer["ok"] = peer["model"]["ok"]
+            peer["error"] = peer["model"].get("error")
+        report["infinity"] = peer
     if any(s.needs_bake for s in args.servers):
         print("baking it with mlapi bake ...", flush=True)
         report["model"]["bake"] = bake(paths.model, paths.baked, paths.logs / "bake.log")
@@ -708,6 +846,9 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         print(f"server {spec.name}:", flush=True)
         if spec.needs_bake and not bake_ok:
             report["servers"][spec.name] = {"starts": [], "error": report["model"]["bake"]["error"]}
+            continue
+        if spec.name == INFINITY and not report["infinity"]["ok"]:
+            report["servers"][spec.name] = {"starts": [], "error": report["infinity"]["error"]}
             continue
         report["servers"][spec.name], results = run_server(spec, paths, args.duration, salts, progress)
         report["scenarios"].extend(results)

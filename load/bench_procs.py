@@ -173,7 +173,8 @@ def _terminate_group(process: subprocess.Popen[bytes], grace_s: float) -> None:
 
 
 def start_server(
-    argv: Sequence[str], env: Mapping[str, str], port: int, log_path: Path, timeout_s: float = 180.0
+    argv: Sequence[str], env: Mapping[str, str], port: int, log_path: Path, timeout_s: float = 180.0,
+    cwd: Path | None = None,
 ) -> RunningServer:
     """Start argv in its own process group and wait for /health to answer 200.
 
@@ -185,7 +186,7 @@ def start_server(
     started = time.perf_counter()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            list(argv), env=dict(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            list(argv), env=dict(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd
         )
     sampler = RssSampler(process.pid)
     sampler.start()

@@ -34,6 +34,9 @@ PROFILE_TOP = 12
 # The int8 recipe served before answers had to be batch-invariant, measured beside mlapi-onnx in the same run.
 PER_TENSOR = "mlapi-onnx-per-tensor"
 PER_TENSOR_TARGET = 0.95
+# The same model served by infinity-emb (ONNX Runtime engine, optimum's int8 graph), measured in the same run.
+PEER = "infinity-emb"
+PEER_TARGET = 1.0
 
 
 def scenario_from_k6(summary: Mapping[str, Any]) -> dict[str, float | int]:
@@ -105,14 +108,23 @@ def end_to_end_fraction(report: Mapping[str, Any], length: str, vus: int) -> flo
     return round(run["req_per_s"] / engine, 2)
 
 
+def server_ratio(report: Mapping[str, Any], other: str, scenario: str) -> float | None:
+    """mlapi-onnx's req/s over another server's on the same scenario of the same run (two decimals)."""
+    scenarios = report.get("scenarios", [])
+    mine, theirs = find(scenarios, PRIMARY, scenario), find(scenarios, other, scenario)
+    if not mine or not theirs or not mine.get("req_per_s") or not theirs.get("req_per_s"):
+        return None
+    return round(mine["req_per_s"] / theirs["req_per_s"], 2)
+
+
 def per_tensor_ratio(report: Mapping[str, Any], vus: int = FRACTION_VUS) -> float | None:
     """mlapi-onnx's uncached short-text req/s over the old per-tensor int8 recipe's, same run and VUs."""
-    scenarios = report.get("scenarios", [])
-    name = f"{UNIQUE_PREFIX}{vus}vu"
-    mine, old = find(scenarios, PRIMARY, name), find(scenarios, PER_TENSOR, name)
-    if not mine or not old or not mine.get("req_per_s") or not old.get("req_per_s"):
-        return None
-    return round(mine["req_per_s"] / old["req_per_s"], 2)
+    return server_ratio(report, PER_TENSOR, f"{UNIQUE_PREFIX}{vus}vu")
+
+
+def peer_ratio(report: Mapping[str, Any], vus: int = FRACTION_VUS) -> float | None:
+    """mlapi-onnx's uncached short-text req/s over infinity-emb's on the same model, same run and VUs."""
+    return server_ratio(report, PEER, f"{UNIQUE_PREFIX}{vus}vu")
 
 
 def cached_per_core(report: Mapping[str, Any]) -> float | None:
@@ -203,6 +215,7 @@ def evaluate_targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     profile = find(scenarios, PRIMARY, PROFILE)
     cold = first_cold_start(report, PRIMARY)
     versus_old = per_tensor_ratio(report)
+    versus_peer = peer_ratio(report)
     return [
         _target(
             f"uncached /predict, 1 short text/request: {PRIMARY} >= {THROUGHPUT_TARGET:g}x the seed server's best "
@@ -238,7 +251,39 @@ def evaluate_targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
             "x",
             None if versus_old is None else versus_old >= PER_TENSOR_TARGET,
         ),
+        _target(
+            f"as fast as infinity-emb serving the same model, uncached short texts, {FRACTION_VUS} VUs "
+            f"({PRIMARY} against {PEER})",
+            versus_peer,
+            "x",
+            None if versus_peer is None else versus_peer >= PEER_TARGET,
+        ),
     ]
+
+
+SIDE_BY_SIDE = (PER_TENSOR, PEER)
+
+
+def _side_by_side_table(report: Mapping[str, Any]) -> list[str]:
+    """mlapi-onnx's req/s beside the old recipe's, infinity-emb's and the best seed-style server's, as ratios."""
+    scenarios = report.get("scenarios", [])
+    header = ["uncached, 1 text/request", f"{PRIMARY} req/s"]
+    header += [cell for other in SIDE_BY_SIDE for cell in (f"{other} req/s", f"{PRIMARY} / it")]
+    header += ["best seed-style req/s", f"{PRIMARY} / it"]
+    lines = [_row(header), _row(["---"] + ["---:"] * (len(header) - 1))]
+    titles = {s["scenario"]: s["title"] for s in scenarios}
+    keys = [k for k in (*_keys(scenarios, UNIQUE_PREFIX), *_keys(scenarios, LONG_PREFIX))
+            if find(scenarios, PRIMARY, k) and any(find(scenarios, o, k) for o in SIDE_BY_SIDE)]
+    for key in keys:
+        mine = _rate(find(scenarios, PRIMARY, key))
+        cells = [titles[key].removeprefix("uncached, "), _fmt(mine)]
+        for other in SIDE_BY_SIDE:
+            theirs = _rate(find(scenarios, other, key))
+            cells += [_fmt(theirs), _fmt(None if not mine or not theirs else mine / theirs, 2)]
+        seed = _rate(baseline_best(scenarios, key))
+        cells += [_fmt(seed), _fmt(None if not mine or not seed else mine / seed, 2)]
+        lines.append(_row(cells))
+    return lines
 
 
 def _target(name: str, measured: float | None, unit: str, met: bool | None) -> dict[str, Any]:
@@ -527,6 +572,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         _machine_lines(report) + [""],
         ["## Summary", ""] + _summary_table(report) + [""],
         ["## Targets", ""] + _targets_table(report) + [""],
+        ["## Side by side in this run: the new int8, the old one, infinity-emb, the seed-style server", ""]
+        + _side_by_side_table(report) + [""],
         ["## Engine alone against end to end", ""] + _engine_table(report) + [""],
         ["## Where the server's time goes (uncached, 32 VUs)", ""] + _profile_lines(report) + [""],
         ["## Uncached throughput against the seed server", ""]
@@ -570,7 +617,8 @@ def write_chart(report: Mapping[str, Any], path: Path) -> None:
         bars = ax.bar(xs, values, width, label=server)
         ax.bar_label(bars, labels=[f"{v:.0f}" if v else "" for v in values], fontsize=7)
     ax.set_xticks(range(len(titles)), titles, rotation=15, ha="right", fontsize=8)
-    ax.set_yscale("log")
+    if any(s.get("req_per_s") for s in scenarios):  # a run where every server failed has nothing to log-scale
+        ax.set_yscale("log")
     ax.set_ylabel("requests per second (log scale)")
     ax.set_title(f"/predict throughput, {report.get('machine', {}).get('cores', '?')} cores, {report.get('date')}")
     ax.legend()

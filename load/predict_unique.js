@@ -3,13 +3,14 @@
 // Measures raw model throughput and latency: with unique texts no cache can answer.
 // Env: BASE_URL (default http://127.0.0.1:8000), VUS (default 1), DURATION (default 20s),
 // RUN_SALT (optional, 0-99), LENGTH (short: 5-15 words, the default; long: 25-40 tokens), API_KEY (sent as
-// X-API-Key; a server that refuses it, or asks for one, stops the run at once).
+// X-API-Key; a server that refuses it, or asks for one, stops the run at once), API (mlapi, the default, or
+// infinity: infinity-emb's POST /classify).
 // Run: k6 run -e BASE_URL=... -e API_KEY=... -e VUS=4 load/predict_unique.js
 import http from 'k6/http';
 import { check } from 'k6';
 import exec from 'k6/execution';
 import { checkKey, withKey } from './keys.js';
-import { fillerRange, isPredictionBody, runSalt, uniqueText } from './texts.js';
+import { fillerRange, isPredictionBody, predictRequest, runSalt, uniqueText } from './texts.js';
 
 const BASE_URL = __ENV.BASE_URL || 'http://127.0.0.1:8000';
 const SALT = runSalt();
@@ -26,12 +27,14 @@ export const options = {
 
 // One request before the load (a text the run never sends): a refused key ends the run at once, saying why.
 export function setup() {
-  checkKey(`${BASE_URL}/predict`, { text: ['api key check'] });
+  const request = predictRequest(['api key check']);
+  checkKey(`${BASE_URL}${request.path}`, JSON.parse(request.body));
 }
 
 export default function () {
   const text = uniqueText(SALT, exec.vu.idInTest, exec.vu.iterationInScenario, 0, RANGE);
-  const res = http.post(`${BASE_URL}/predict`, JSON.stringify({ text: [text] }), {
+  const request = predictRequest([text]);
+  const res = http.post(`${BASE_URL}${request.path}`, request.body, {
     headers: withKey({ 'Content-Type': 'application/json' }),
     timeout: '60s',
   });

@@ -86,6 +86,16 @@ export function uniqueText(salt, vu, iter, slot, range = FILLER.short) {
 }
 
 // True when `body` is a /predict answer with one list of {label, score} per text sent.
+// The API a script speaks (env API): mlapi's (and the seed-style server's) POST /predict {"text": [...]}, or
+// infinity-emb's POST /classify {"input": [...]}, which answers {"data": [[{label, score}]]}.
+const INFINITY = (__ENV.API || 'mlapi') === 'infinity';
+
+export function predictRequest(texts) {
+  return INFINITY
+    ? { path: '/classify', body: JSON.stringify({ input: texts }) }
+    : { path: '/predict', body: JSON.stringify({ text: texts }) };
+}
+
 export function isPredictionBody(body, textCount) {
   let parsed;
   try {
@@ -93,7 +103,7 @@ export function isPredictionBody(body, textCount) {
   } catch (e) {
     return false;
   }
-  const rows = parsed && parsed.predictions;
+  const rows = parsed && (INFINITY ? parsed.data : parsed.predictions);
   if (!Array.isArray(rows) || rows.length !== textCount) {
     return false;
   }

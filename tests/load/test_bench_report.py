@@ -95,22 +95,46 @@ def test_scenario_from_k6_reads_rate_latency_and_error_share() -> None:
 
 def test_targets_compare_with_the_best_seed_variant() -> None:
     targets = bench_report.evaluate_targets(_report())
-    speedup, fraction, profile, cold, versus_old = targets
+    speedup, fraction, profile, cold, versus_old, versus_peer = targets
     assert speedup["measured"] == 11.2  # 450 against the threadpool seed's 40, the best baseline
     assert speedup["met"] is True
     assert (fraction["measured"], fraction["met"]) == (0.9, True)  # 450 end to end against 500 alone
     assert (profile["measured"], profile["met"]) == (30.0, True)
     assert (cold["measured"], cold["met"]) == (1.5, True)
     assert versus_old["met"] is None  # the old recipe was not in this run
+    assert versus_peer["met"] is None  # nor infinity-emb
 
 
 def test_batch_invariant_int8_is_held_to_the_old_recipe_in_the_same_run() -> None:
     report = _report()
     report["scenarios"].append(_result("mlapi-onnx-per-tensor", "unique-32vu", 500.0))
-    versus_old = bench_report.evaluate_targets(report)[-1]
+    versus_old = _target(report, bench_report.PER_TENSOR)
     assert (versus_old["measured"], versus_old["met"]) == (0.9, False)  # 450 against 500: more than 5% slower
     report["scenarios"][-1]["req_per_s"] = 470.0
-    assert bench_report.evaluate_targets(report)[-1]["met"] is True
+    assert _target(report, bench_report.PER_TENSOR)["met"] is True
+
+
+def _target(report: dict[str, Any], against: str) -> dict[str, Any]:
+    return next(t for t in bench_report.evaluate_targets(report) if t["target"].endswith(f"against {against})"))
+
+
+def test_mlapi_is_held_to_infinity_emb_on_the_same_model_in_the_same_run() -> None:
+    report = _report()
+    report["scenarios"].append(_result("infinity-emb", "unique-32vu", 460.0))
+    assert (_target(report, "infinity-emb")["measured"], _target(report, "infinity-emb")["met"]) == (0.98, False)
+    report["scenarios"][-1]["req_per_s"] = 300.0
+    assert (_target(report, "infinity-emb")["measured"], _target(report, "infinity-emb")["met"]) == (1.5, True)
+
+
+def test_side_by_side_table_puts_the_old_recipe_the_peer_and_the_seed_server_beside_mlapi() -> None:
+    report = _report()
+    report["scenarios"] += [_result("mlapi-onnx-per-tensor", "unique-32vu", 500.0),
+                            _result("infinity-emb", "unique-32vu", 300.0)]
+    report["servers"] |= {"mlapi-onnx-per-tensor": {"starts": []}, "infinity-emb": {"starts": []}}
+    markdown = bench_report.render_markdown(report)
+    # mlapi 450 req/s; old recipe 500 (0.90); infinity-emb 300 (1.50); no seed-style run at 32 VUs
+    assert "| unique-32vu | 450.0 | 500.0 | 0.90 | 300.0 | 1.50 | n/a | n/a |" in markdown
+    assert "| unique-4vu |" not in markdown.split("## Side by side")[1].split("##")[0]  # no other server there
 
 
 def test_ratios_per_text_length_and_end_to_end_fraction() -> None:
@@ -126,7 +150,7 @@ def test_targets_are_not_measured_when_a_server_is_missing() -> None:
     report["scenarios"] = [s for s in report["scenarios"] if s["server"].startswith("seed")]
     report["servers"].pop("mlapi-onnx")
     report.pop("engine")
-    assert [t["met"] for t in bench_report.evaluate_targets(report)] == [None] * 5
+    assert [t["met"] for t in bench_report.evaluate_targets(report)] == [None] * 6
 
 
 def test_profile_summary_ranks_leaves_and_areas() -> None:

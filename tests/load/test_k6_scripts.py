@@ -255,3 +255,46 @@ def test_locustfile_sends_api_key_and_stops_at_the_first_refusal(keyed_mlapi, tm
         # Stopped at the first refusals (one per user already started), not after 4 s of them.
         assert done.returncode != 0 and 1 <= refused <= 2, done.stderr
         assert f"answered {status}" in done.stderr and "API_KEY" in done.stderr, done.stderr
+
+
+class _InfinityClassify(BaseHTTPRequestHandler):
+    """POST /classify answering as infinity-emb does: {"data": [[{label, score}, ...] per input]}."""
+
+    seen: list[tuple[str, list[str]]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        inputs = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["input"]
+        type(self).seen.append((self.path, inputs))
+        rows = [[{"label": "POSITIVE", "score": 0.9}, {"label": "NEGATIVE", "score": 0.1}] for _ in inputs]
+        payload = json.dumps({"object": "classify", "data": rows, "model": "m"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_predict_unique_speaks_infinity_emb_classify_api_when_asked() -> None:
+    try:
+        k6 = bench.k6_bin()
+    except SystemExit:
+        pytest.skip("k6 is not installed")
+    handler = type("Handler", (_InfinityClassify,), {"seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = subprocess.run(
+            [k6, "run", "--quiet", "-e", f"BASE_URL=http://127.0.0.1:{server.server_address[1]}", "-e", "VUS=1",
+             "-e", "API=infinity", "-e", "DURATION=1s", str(LOAD_DIR / "predict_unique.js")],
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, done.stdout + done.stderr  # its checks (one prediction list per text) passed
+    assert handler.seen and {path for path, _ in handler.seen} == {"/classify"}
+    assert all(len(inputs) == 1 for _, inputs in handler.seen)
+    assert len({inputs[0] for _, inputs in handler.seen}) == len(handler.seen)  # every text new

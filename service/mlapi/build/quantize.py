@@ -69,31 +69,41 @@ PROBE_QUERIES = [
 
 @dataclass(frozen=True)
 class Recipe:
-    """One way to quantise: which MatMuls to leave in fp32."""
+    """One way to quantise: whether attention's Q/K/V projection goes int8 too, and which MatMuls stay fp32."""
 
     name: str
     keep_ffn_output_fp32: bool
+    attention_int8: bool = True
 
 
 # Fastest first. The feed-forward output projections carry the activation outliers that int8 handles worst.
 RECIPES = (
-    Recipe("per-row-all-matmul", False),
-    Recipe("per-row-ffn-output-fp32", True),
+    Recipe("per-row-all-linear", False),
+    Recipe("per-row-all-matmul", False, attention_int8=False),
+    Recipe("per-row-ffn-output-fp32", True, attention_int8=False),
 )
+
+# Attention attributes MultiHeadAttention reads the same way; a node with any other stays a fused fp32 Attention.
+_MHA_ATTRIBUTES = {"num_heads", "scale", "mask_filter_value"}
 
 
 def quantize(fp32: Path, out: Path, recipe: Recipe) -> int:
     """Write the int8 graph for one recipe; returns how many linear layers it quantised.
 
     Every MatMul (and Gemm) with a constant weight becomes: the activation quantised per row (each token's vector by
-    its own max |x| / 127, as uint8 around a fixed zero point of 128), an exact integer MatMulInteger against per-column
-    int8 weights, and the int32 result scaled back by the row's and the column's scales. Each step is either
-    element-wise or exact, so a row's answer depends on that row alone: unlike ONNX Runtime's dynamic quantisation,
-    whose one scale per tensor is computed over the whole padded batch, it cannot change with the texts that share
-    its pass. The fused Attention nodes keep fp32 (their int8 form quantises per tensor).
+    its own max |x| / 127, as uint8 around a fixed zero point of 128, in one QuantizeLinear over the rows), an exact
+    integer product against per-column int8 weights scaled back by the column's scale (MatMulIntegerToFloat), and a
+    multiply by the row's scale. Each step is either element-wise, per row or exact, so a row's answer depends on that
+    row alone: unlike ONNX Runtime's dynamic quantisation, whose one scale per tensor is computed over the whole
+    padded batch, it cannot change with the texts that share its pass.
+
+    ONNX Runtime's fused Attention node projects Q, K and V inside itself, and its int8 form (QAttention) quantises
+    per tensor. With `attention_int8` each Attention node is split in two: its Q/K/V projection as one per-row int8
+    linear layer, and the rest (bias, scaled dot product, softmax over the padding mask) as a MultiHeadAttention node
+    fed the three projections. Without it the fused Attention nodes keep fp32.
     """
     import onnx
-    from onnx import helper
+    from onnx import helper, numpy_helper
 
     model = onnx.load(str(fp32))
     graph = model.graph
@@ -102,11 +112,26 @@ def quantize(fp32: Path, out: Path, recipe: Recipe) -> int:
     nodes: list[onnx.NodeProto] = []
     count = 0
     for node in graph.node:
+        prefix = f"rowq{count}_"
+        if recipe.attention_int8 and _splittable_attention(node, weights):
+            qkv = numpy_helper.to_array(weights[node.input[1]])
+            nodes.extend(_per_row_matmul(graph, node.input[0], qkv, prefix + "qkv", prefix))
+            width = qkv.shape[1] // 3
+            graph.initializer.append(numpy_helper.from_array(np.array([width] * 3, np.int64), prefix + "split"))
+            nodes.append(helper.make_node("Split", [prefix + "qkv", prefix + "split"],
+                                          [prefix + "q", prefix + "k", prefix + "v"], axis=-1))
+            mask = node.input[3] if len(node.input) > 3 else ""
+            nodes.append(helper.make_node(
+                "MultiHeadAttention", [prefix + "q", prefix + "k", prefix + "v", node.input[2], mask],
+                list(node.output), name=(node.name or prefix) + "_mha", domain="com.microsoft",
+                **{a.name: helper.get_attribute_value(a) for a in node.attribute},
+            ))
+            count += 1
+            continue
         weight = _linear_weight(node, weights)
         if weight is None or (recipe.keep_ffn_output_fp32 and _is_ffn_output(node.name)):
             nodes.append(node)
             continue
-        prefix = f"rowq{count}_"
         if node.op_type == "MatMul":
             nodes.extend(_per_row_matmul(graph, node.input[0], weight, node.output[0], prefix))
         else:  # Gemm: A @ W + bias
@@ -121,6 +146,18 @@ def quantize(fp32: Path, out: Path, recipe: Recipe) -> int:
     graph.initializer.extend(kept)
     onnx.save(model, str(out))
     return count
+
+
+def _splittable_attention(node: Any, weights: dict[str, Any]) -> bool:
+    """A com.microsoft Attention whose constant Q/K/V weights and bias MultiHeadAttention can take apart."""
+    if node.op_type != "Attention" or node.domain != "com.microsoft" or not 3 <= len(node.input) <= 4:
+        return False
+    if node.input[1] not in weights or node.input[2] not in weights:
+        return False
+    if any(a.name not in _MHA_ATTRIBUTES for a in node.attribute):
+        return False
+    shape = list(weights[node.input[1]].dims)
+    return len(shape) == 2 and shape[1] % 3 == 0
 
 
 def _linear_weight(node: Any, weights: dict[str, Any]) -> np.ndarray | None:
@@ -142,33 +179,41 @@ def _linear_weight(node: Any, weights: dict[str, Any]) -> np.ndarray | None:
 def _constants() -> list[Any]:
     from onnx import numpy_helper
 
-    values = {"rowq_eps": np.float32(1e-8), "rowq_127": np.float32(127.0), "rowq_128": np.float32(128.0),
-              "rowq_1": np.float32(1.0), "rowq_255": np.float32(255.0), "rowq_zero_point": np.uint8(128)}
+    values = {"rowq_eps": np.float32(1e-8), "rowq_127": np.float32(127.0), "rowq_1": np.float32(1.0),
+              "rowq_zero_point": np.uint8(128), "rowq_flat": np.array([-1], np.int64)}
     return [numpy_helper.from_array(np.array(value), name) for name, value in values.items()]
 
 
 def _per_row_matmul(graph: Any, x: str, w: np.ndarray, y: str, p: str) -> list[Any]:
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     w = w.astype(np.float32)
     column_scale = (np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0).astype(np.float32)
     w_int8 = np.clip(np.round(w / column_scale), -127, 127).astype(np.int8)
     graph.initializer.extend([numpy_helper.from_array(w_int8, p + "w"),
-                              numpy_helper.from_array(column_scale, p + "w_scale")])
+                              numpy_helper.from_array(column_scale, p + "w_scale"),
+                              numpy_helper.from_array(np.array([-1, w.shape[0]], np.int64), p + "rows_shape"),
+                              numpy_helper.from_array(np.array([w.shape[1]], np.int64), p + "out_width")])
     return [
-        helper.make_node("Abs", [x], [p + "abs"]),
-        helper.make_node("ReduceMax", [p + "abs"], [p + "max"], axes=[-1], keepdims=1),
-        helper.make_node("Max", [p + "max", "rowq_eps"], [p + "max_pos"]),
-        helper.make_node("Div", [p + "max_pos", "rowq_127"], [p + "scale"]),
-        helper.make_node("Div", [x, p + "scale"], [p + "scaled"]),
-        helper.make_node("Round", [p + "scaled"], [p + "rounded"]),
-        helper.make_node("Add", [p + "rounded", "rowq_128"], [p + "shifted"]),
-        helper.make_node("Clip", [p + "shifted", "rowq_1", "rowq_255"], [p + "clipped"]),
-        helper.make_node("Cast", [p + "clipped"], [p + "x_uint8"], to=TensorProto.UINT8),
-        helper.make_node("MatMulInteger", [p + "x_uint8", p + "w", "rowq_zero_point"], [p + "int32"]),
-        helper.make_node("Cast", [p + "int32"], [p + "float"], to=TensorProto.FLOAT),
-        helper.make_node("Mul", [p + "float", p + "scale"], [p + "row_scaled"]),
-        helper.make_node("Mul", [p + "row_scaled", p + "w_scale"], [y]),
+        # Rows of [tokens, features]; max |x| per row as max(max x, -min x): two reads, no |x| tensor written.
+        helper.make_node("Reshape", [x, p + "rows_shape"], [p + "rows"]),
+        helper.make_node("ReduceMax", [p + "rows"], [p + "hi"], axes=[-1], keepdims=1),
+        helper.make_node("ReduceMin", [p + "rows"], [p + "lo"], axes=[-1], keepdims=1),
+        helper.make_node("Neg", [p + "lo"], [p + "neg_lo"]),
+        helper.make_node("Max", [p + "hi", p + "neg_lo", "rowq_eps"], [p + "max"]),
+        helper.make_node("Div", [p + "max", "rowq_127"], [p + "scale"]),
+        # QuantizeLinear's per-axis form along axis 0 of the rows is a scale (and zero point) per row.
+        helper.make_node("Reshape", [p + "scale", "rowq_flat"], [p + "row_scale"]),
+        helper.make_node("Shape", [p + "row_scale"], [p + "row_count"]),
+        helper.make_node("Expand", ["rowq_zero_point", p + "row_count"], [p + "row_zero_point"]),
+        helper.make_node("QuantizeLinear", [p + "rows", p + "row_scale", p + "row_zero_point"], [p + "x_uint8"],
+                         axis=0),
+        helper.make_node("MatMulIntegerToFloat", [p + "x_uint8", p + "w", "rowq_1", p + "w_scale", "rowq_zero_point"],
+                         [p + "column_scaled"], domain="com.microsoft"),
+        helper.make_node("Mul", [p + "column_scaled", p + "scale"], [p + "scaled"]),
+        helper.make_node("Shape", [x], [p + "leading"], end=-1),
+        helper.make_node("Concat", [p + "leading", p + "out_width"], [p + "out_shape"], axis=0),
+        helper.make_node("Reshape", [p + "scaled", p + "out_shape"], [y]),
     ]
 
 
@@ -264,15 +309,25 @@ def batch_invariance(backend: OnnxBackend, encoder: TextEncoder, texts: list[str
 
 def choose_int8(model_dir: Path, fp32_name: str, int8_name: str, task: str, encoder: TextEncoder,
                 threads: int) -> QuantizationReport:
-    """Try the recipes in order; keep the first int8 graph within limits at `int8_name`, else none."""
+    """Try the recipes in order; keep the first int8 graph within limits at `int8_name`, else none.
+
+    A recipe whose graph ONNX Runtime cannot load or run (an attention node the split does not fit, say) is reported
+    as failed and the next one is tried, so an unusual model costs speed, never the bake.
+    """
     texts, pairs = probe_inputs()
     reference = infer_texts(OnnxBackend(model_dir / fp32_name, threads, "fp32"), encoder, texts, 32, 8192)
     tried: list[dict[str, object]] = []
     target = model_dir / int8_name
     for recipe in RECIPES:
         quantize(model_dir / fp32_name, target, recipe)
-        backend = OnnxBackend(target, threads, "int8")
-        candidate = infer_texts(backend, encoder, texts, 32, 8192)
+        try:
+            backend = OnnxBackend(target, threads, "int8")
+            candidate = infer_texts(backend, encoder, texts, 32, 8192)
+        except Exception as exc:  # ONNX Runtime raises several types; a graph it cannot run is a recipe that failed
+            reason = f"ONNX Runtime could not run the graph: {type(exc).__name__}: {str(exc)[:300]}"
+            tried.append({"recipe": recipe.name, "ok": False, "reason": reason})
+            log.warning("int8 recipe %s: %s", recipe.name, reason)
+            continue
         metrics = drift(task, reference, candidate, pairs)
         ok, reason = within_limits(task, metrics)
         metrics.update(batch_invariance(backend, encoder, PROBE_TEXTS[:INVARIANCE_PROBE_TEXTS]))

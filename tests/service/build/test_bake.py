@@ -184,3 +184,40 @@ def test_replacing_an_earlier_bake_swaps_it_whole_or_keeps_it(tmp_path, monkeypa
         replace_dir(failing_staging, out)
     assert (out / "manifest.json").read_text() == "second"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bake-old-")]
+
+
+def test_classifier_int8_puts_attention_projections_in_per_row_int8(classifier_dir) -> None:
+    import onnx
+
+    manifest = Manifest.load(classifier_dir)
+    assert manifest.quantization.recipe == "per-row-all-linear"
+    ops = [node.op_type for node in onnx.load(str(classifier_dir / str(manifest.onnx_int8))).graph.node]
+    assert "Attention" not in ops and "QAttention" not in ops  # no fused attention left, none per tensor
+    assert ops.count("MultiHeadAttention") == 2  # one per layer, fed the per-row int8 Q/K/V projection
+    assert "DynamicQuantizeLinear" not in ops  # the per-tensor quantiser never appears
+
+
+def test_a_recipe_whose_graph_cannot_run_is_reported_and_the_next_is_kept(
+    classifier_dir, tmp_path, monkeypatch
+) -> None:
+    import shutil
+
+    from mlapi.build import quantize as q
+    from mlapi.engine.tokenization import TextEncoder
+
+    manifest = Manifest.load(classifier_dir)
+    shutil.copy(classifier_dir / str(manifest.onnx_fp32), tmp_path / "model.onnx")
+    real = q.quantize
+
+    def first_recipe_broken(fp32, out, recipe):  # type: ignore[no-untyped-def]
+        count = real(fp32, out, recipe)
+        if recipe == q.RECIPES[0]:
+            out.write_bytes(b"not an onnx graph")
+        return count
+
+    monkeypatch.setattr(q, "quantize", first_recipe_broken)
+    encoder = TextEncoder(classifier_dir / "tokenizer.json", manifest.max_length, manifest.input_names)
+    report = q.choose_int8(tmp_path, "model.onnx", "model.int8.onnx", manifest.task, encoder, 2)
+    assert report.chosen == "int8" and report.recipe == q.RECIPES[1].name
+    assert report.tried[0]["ok"] is False and "could not run the graph" in str(report.tried[0]["reason"])
+    assert (tmp_path / "model.int8.onnx").is_file()
