@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
 import textwrap
 from pathlib import Path
 
@@ -12,6 +13,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# `infra` is the Pulumi program's package at the project root, not part of the installed distribution.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 README = (ROOT / "README.md").read_text()
 QUICKSTART = README.split("\n## Quickstart\n", 1)[1].split("\n## ", 1)[0]
 MAKEFILE = (ROOT / "Makefile").read_text()
