@@ -48,8 +48,9 @@ def _setting_name(field: str, overrides: dict[str, object]) -> str:
 def _bake_hint(model_dir: Path) -> str:
     """The bake command that makes `model_dir` servable, never one that writes over what is in it.
 
-    `mlapi bake --out DIR` replaces DIR, so a directory that already holds files (a checkpoint, most likely) is baked
-    from, into a directory of its own under models/; only a missing or empty directory is the place to bake into.
+    `mlapi bake --out DIR` refuses a DIR holding files that are not a baked model (and `--force` would replace them),
+    so a directory that already holds files (a checkpoint, most likely) is baked from, into a directory of its own
+    under models/; only a missing or empty directory is the place to bake into.
     """
     if model_dir.is_dir() and any(model_dir.iterdir()):
         out = Path("models") / model_dir.resolve().name

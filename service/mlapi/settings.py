@@ -298,16 +298,9 @@ class Settings(BaseSettings):
             raise ValueError("must be empty or look like /name or /name/sub (letters, digits, . _ ~ -)")
         return value
 
-    @field_validator("extra_backends", mode="before")
+    @field_validator("extra_backends", "metrics_log_counters", mode="before")
     @classmethod
-    def _split_backends(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("metrics_log_counters", mode="before")
-    @classmethod
-    def _split_counters(cls, value: object) -> object:
+    def _split_comma_list(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 Outcome = Literal["agree", "flip"]
-OUTCOMES = ("agree", "flip", "error")
 
 
 class InvalidAnswer(ValueError):
