@@ -243,11 +243,7 @@ class Workloads(pulumi.ComponentResource):
             service = k8s.core.v1.Service(
                 f"{name}-{svc.name}-service",
                 metadata=meta,
-                spec={
-                    "type": "ClusterIP",
-                    "selector": labels(svc),
-                    "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "appProtocol": "http"}],
-                },
+                spec=service_spec(svc),
                 opts=k8s_opts,
             )
             host_name = service.metadata["name"]
@@ -314,11 +310,7 @@ class Workloads(pulumi.ComponentResource):
         k8s.core.v1.Service(
             f"{name}-{svc.name}-shadow",
             metadata={"name": canary.shadow_service_name(svc), "namespace": namespace, "labels": labels(svc)},
-            spec={
-                "type": "ClusterIP",
-                "selector": labels(svc),
-                "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "appProtocol": "http"}],
-            },
+            spec=service_spec(svc),
             opts=k8s_opts,
         )
         k8s.networking.v1.NetworkPolicy(
@@ -332,6 +324,15 @@ class Workloads(pulumi.ComponentResource):
             },
             opts=k8s_opts,
         )
+
+
+def service_spec(service: ModelService) -> dict[str, Any]:
+    """A ClusterIP Service on the model port for the service's pods (before Flagger; under it, the canary's)."""
+    return {
+        "type": "ClusterIP",
+        "selector": labels(service),
+        "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "appProtocol": "http"}],
+    }
 
 
 def both_roles(service: ModelService) -> dict[str, Any]:
