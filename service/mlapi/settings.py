@@ -72,10 +72,9 @@ class Settings(BaseSettings):
     inference_workers: int | None = Field(
         None, ge=1, le=64,
         description=(
-            "ONNX passes run side by side, each with its share of the threads. Unset: workers of two threads "
-            "each, as many as the CPUs allow (1 CPU: 1 x 1; 2-3: 1 x 2-3; 4: 2 x 2; 8: 4 x 2), since one pass on "
-            "two threads answers a lone request fastest and ONNX Runtime gains little past two threads on passes "
-            "of a few short texts"
+            "ONNX passes run side by side, each with its share of the threads. Unset: one single-threaded worker "
+            "per CPU, which does the most texts a second under load; with more than one worker a lone text, "
+            "while every worker is idle, runs on all the threads at once (one more session, weights shared)"
         ),
     )
 

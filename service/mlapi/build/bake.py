@@ -42,7 +42,7 @@ def measure_pass_overhead(model_dir: Path, manifest: Manifest, encoder: TextEnco
     """Time the served graph on a few pass shapes and return the fixed cost of one pass in token-times.
 
     The server cuts passes with it (see `shaping.cut_passes`); the fastest of a few rounds per shape keeps a busy
-    build machine from inflating it.
+    build machine from inflating it. Timed on one inference worker's threads, where passes under load run.
     """
     from mlapi.engine.backends.onnx import OnnxBackend
 

@@ -50,7 +50,7 @@ PROBE_TEXTS = [
     " ".join(["a very long review that goes on and on about many different things"] * 12),
 ]
 
-# Texts of the probe set checked alone against adversarial batches (each costs seven passes).
+# Texts of the probe set checked alone against adversarial batches (each costs eight passes).
 INVARIANCE_PROBE_TEXTS = 12
 
 PROBE_QUERIES = [
@@ -290,14 +290,15 @@ def batch_invariance(backend: OnnxBackend, encoder: TextEncoder, texts: list[str
 
     An answer is a function of its text and the model only: a recipe (or graph) whose rows depend on their batch
     neighbours, their order or the padding lets one client change another's answer, and a cache freeze whichever
-    answer came first.
+    answer came first. The text alone runs on all the backend's threads, as the server runs a lone text; the batches
+    and the text alone once more run on one worker's, so the thread count must not move an answer either.
     """
     moved = 0
     largest = 0.0
     for text in texts:
-        alone = backend.infer(encoder.pad(encoder.encode([text])))[0]
+        alone = backend.infer(encoder.pad(encoder.encode([text])), wide=True)[0]
         others = [other for other in texts if other != text]
-        for batch in adversarial_batches(text, others):
+        for batch in [[text], *adversarial_batches(text, others)]:
             rows = backend.infer(encoder.pad(encoder.encode(batch)))
             for index in [i for i, t in enumerate(batch) if t == text]:
                 if not np.array_equal(rows[index], alone):
@@ -321,7 +322,7 @@ def choose_int8(model_dir: Path, fp32_name: str, int8_name: str, task: str, enco
     for recipe in RECIPES:
         quantize(model_dir / fp32_name, target, recipe)
         try:
-            backend = OnnxBackend(target, threads, "int8")
+            backend = OnnxBackend(target, threads, "int8", workers=threads)  # served as: one worker per CPU
             candidate = infer_texts(backend, encoder, texts, 32, 8192)
         except Exception as exc:  # ONNX Runtime raises several types; a graph it cannot run is a recipe that failed
             reason = f"ONNX Runtime could not run the graph: {type(exc).__name__}: {str(exc)[:300]}"

@@ -4,7 +4,9 @@ A transformer pass on 32 short texts costs far less than 32 passes on one text e
 a queue per tenant (API key or client address); the worker fills each pass with up to `max_size` texts taken in
 turn from every tenant that has texts waiting (an equal share each, the rest to whoever still has some), waits at
 most `wait_ms` for stragglers when the queue is short, runs it in an inference thread (cut by length as `shaping`
-decides), and hands each request its rows once all of them are done. A request of a thousand texts is so computed
+decides), and hands each request its rows once all of them are done. With several inference workers, the texts
+waiting are shared out over the idle ones (two passes of 16 side by side end sooner than one of 32 while the other
+worker waits), and a lone text while every worker is idle runs on all their threads at once. A request of a thousand texts is so computed
 a pass at a time, and a short request from anyone else joins the next pass instead of waiting for all of it.
 While a pass runs, the next batch gathers, so batch size grows with load by itself. Past `max_queue` waiting
 texts, new requests are refused at once (503) rather than answered late, and so is a request whose estimated wait
@@ -42,11 +44,15 @@ def infer_texts(
     max_size: int,
     max_tokens: int,
     overhead_tokens: float = DEFAULT_PASS_OVERHEAD_TOKENS,
+    wide: bool = False,
 ) -> np.ndarray:
-    """Output rows for `texts`, in their order, computed in length-sorted, token-budgeted passes."""
+    """Output rows for `texts`, in their order, computed in length-sorted, token-budgeted passes.
+
+    `wide` runs them on all of the backend's threads at once (the caller holds every inference worker).
+    """
     rows: np.ndarray | None = None
     for positions, batch in encoder.passes(texts, max_size, max_tokens, overhead_tokens):
-        out = backend.infer(batch)
+        out = backend.infer(batch, wide=True) if wide else backend.infer(batch)
         if rows is None:
             rows = np.empty((len(texts), *out.shape[1:]), dtype=out.dtype)
         rows[positions] = out
@@ -83,6 +89,10 @@ class _Slice:
     job: _Job
     start: int
     end: int
+
+
+def _texts(slices: list[_Slice]) -> int:
+    return sum(s.end - s.start for s in slices)
 
 
 class MicroBatcher:
@@ -126,6 +136,7 @@ class MicroBatcher:
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"infer-{backend.name}")
         self._slots = asyncio.Semaphore(workers)
+        self._idle = workers  # workers not running a pass
         self._passes: set[asyncio.Task[None]] = set()
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
@@ -214,25 +225,36 @@ class MicroBatcher:
                 await self._wakeup.wait()
                 continue
             await self._slots.acquire()  # a free inference worker
+            self._idle -= 1
             if self._pending < self._max_size and self._wait > 0 and not self._closed:
                 # A short queue: give concurrent requests a moment to join this pass.
                 await asyncio.sleep(self._wait)
-            taken = self._take()
+            room = min(self._max_size, -(-self._pending // (self._idle + 1)))
+            taken = self._take(max(1, room))
             if not taken:
+                self._idle += 1
                 self._slots.release()
                 continue
-            task = asyncio.create_task(self._pass(taken))
+            lanes = 1
+            if self._pending == 0 and self._idle == self._workers - 1 > 0 and _texts(taken) == 1 and self._wide_ok():
+                for _ in range(self._idle):
+                    await self._slots.acquire()
+                lanes, self._idle = self._workers, 0
+            task = asyncio.create_task(self._pass(taken, lanes))
             self._passes.add(task)
             task.add_done_callback(self._passes.discard)
 
-    async def _pass(self, slices: list[_Slice]) -> None:
-        """Run one pass for these slices in the executor and hand each its rows; always frees the worker slot."""
+    def _wide_ok(self) -> bool:
+        return bool(getattr(self.backend, "has_wide_lane", False))
+
+    async def _pass(self, slices: list[_Slice], lanes: int = 1) -> None:
+        """Run one pass for these slices on `lanes` workers and hand each its rows; always frees the workers."""
         texts = [text for s in slices for text in s.job.texts[s.start : s.end]]
         started = time.perf_counter()
         try:
             rows = await asyncio.get_running_loop().run_in_executor(
                 self._executor, infer_texts, self.backend, self._encoder, texts, self._max_size, self._max_tokens,
-                self._overhead_tokens,
+                self._overhead_tokens, lanes > 1,
             )
         except Exception:  # a failed pass fails its requests, never the worker
             log.exception("inference failed for %d texts", len(texts))
@@ -241,12 +263,14 @@ class MicroBatcher:
                     s.job.future.set_exception(InferenceFailed("inference failed; see the server log"))
             return
         finally:
-            self._slots.release()
+            self._idle += lanes
+            for _ in range(lanes):
+                self._slots.release()
         seconds = time.perf_counter() - started
         self._metrics.observe_pass(self.backend.name, len(texts), seconds)
         self._passes_run += 1
         if self._passes_run > 1:  # the first pass also pays one-time costs (allocation, kernel choice)
-            per_cost = seconds / sum(self.text_cost(text) for text in texts) / self._workers
+            per_cost = seconds * lanes / sum(self.text_cost(text) for text in texts) / self._workers
             previous = self._seconds_per_cost
             self._seconds_per_cost = per_cost if previous is None else 0.8 * previous + 0.2 * per_cost
         offset = 0
@@ -260,13 +284,12 @@ class MicroBatcher:
             if job.done == len(job.texts) and not job.future.done():  # the client may have gone away
                 job.future.set_result(job.rows)
 
-    def _take(self) -> list[_Slice]:
-        """Up to `max_size` texts for one pass, an equal share from each tenant in turn, the rest to whoever has more.
+    def _take(self, room: int) -> list[_Slice]:
+        """Up to `room` texts for one pass, an equal share from each tenant in turn, the rest to whoever has more.
 
         A tenant's requests are served in order; the tenant that went first this pass goes last in the next.
         """
         slices: list[_Slice] = []
-        room = self._max_size
         tokens_left = self._turn_tokens
         first = next(iter(self._queues), None)
         while room > 0 and tokens_left > 0 and self._queues:

@@ -47,15 +47,16 @@ def cut_passes(widths: Sequence[int], max_size: int, max_tokens: int, overhead: 
 
 
 def worker_plan(cpus: int) -> tuple[int, int]:
-    """(inference workers, intra-op threads per worker) for a pod that may use `cpus` CPUs.
+    """(inference workers, intra-op threads per worker) for a pod that may use `cpus` CPUs: one single-threaded
+    worker per CPU.
 
-    One pass on two threads answers a lone request about as fast as this model allows, and ONNX Runtime scales
-    poorly past two threads on passes of a few short texts: so workers of two threads each, as many as fit. One
-    CPU gets one single-threaded worker; an odd CPU left over goes to the event loop (HTTP, cache, tokenizing).
+    Under load, passes side by side on one thread each do more texts a second than passes that split every operator
+    over several threads (about 10% more on two CPUs, measured by `make bench`): a thread has no partner to wait for
+    between operators, and one preempted by the event loop slows only its own pass. A lone text still gets every
+    CPU: ONNX backends keep one more session on all the threads for it (`OnnxBackend`).
     """
     cpus = max(1, int(cpus))
-    workers = max(1, cpus // 2)
-    return workers, max(1, cpus // workers) if workers == 1 else 2
+    return cpus, 1
 
 
 # Pass shapes (rows, width) bake times to measure a model's fixed cost per pass; all short, as most traffic is.

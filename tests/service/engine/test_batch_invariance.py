@@ -2,7 +2,9 @@
 
 Each probe text is computed alone, then beside short and long neighbours, first and last, among many, twice in one
 batch, and through the micro-batcher while other requests arrive at the same time. Every backend and precision:
-ONNX int8 and fp32 must match bit for bit; torch (fp32 kernels that pick their order by shape) to 1e-6.
+ONNX int8 and fp32 must match bit for bit; torch (fp32 kernels that pick their order by shape) to 1e-6. ONNX runs as
+the server runs it on two CPUs: two single-threaded workers, and a lone text on both threads, so an answer must not
+move with the number of threads that computed it either.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def _batches(text: str) -> list[list[str]]:
 def _setup(model_dir: Path, backend: str, precision: str):  # type: ignore[no-untyped-def]
     manifest = Manifest.load(model_dir)
     encoder = TextEncoder(model_dir / "tokenizer.json", manifest.max_length, manifest.input_names)
-    return encoder, load_backend(backend, model_dir, manifest, threads=2, precision=precision)
+    return encoder, load_backend(backend, model_dir, manifest, threads=2, precision=precision, workers=2)
 
 
 @pytest.fixture(params=["minilm", "classifier"])
@@ -46,9 +48,10 @@ def test_onnx_answers_do_not_depend_on_the_batch(model_dir: Path, precision: str
     assert Manifest.load(model_dir).onnx_int8, "bake must keep an int8 graph for these models"
     encoder, backend = _setup(model_dir, "onnx", precision)
     moved = []
+    assert backend.has_wide_lane  # type: ignore[attr-defined]
     for text in TEXTS:
-        alone = backend.infer(encoder.pad(encoder.encode([text])))[0]
-        for batch in _batches(text):
+        alone = backend.infer(encoder.pad(encoder.encode([text])), wide=True)[0]
+        for batch in [[text], *_batches(text)]:
             rows = backend.infer(encoder.pad(encoder.encode(batch)))
             for index in (i for i, t in enumerate(batch) if t == text):
                 if not np.array_equal(rows[index], alone):
@@ -68,12 +71,13 @@ def test_torch_answers_do_not_depend_on_the_batch(model_dir: Path) -> None:
 
 def test_batcher_under_concurrency_answers_each_text_as_alone(model_dir: Path) -> None:
     encoder, backend = _setup(model_dir, "onnx", "auto")
-    alone = {text: backend.infer(encoder.pad(encoder.encode([text])))[0] for text in TEXTS}
+    alone = {text: backend.infer(encoder.pad(encoder.encode([text])), wide=True)[0] for text in TEXTS}
     rng = random.Random(7)
     requests = [rng.sample([*TEXTS, LONG, "ok", "no"], rng.randint(1, 6)) for _ in range(60)]
 
     async def run() -> list[np.ndarray]:
-        batcher = MicroBatcher(backend, encoder, Metrics(), max_size=32, max_tokens=8192, wait_ms=2, max_queue=1000)
+        batcher = MicroBatcher(backend, encoder, Metrics(), max_size=32, max_tokens=8192, wait_ms=2, max_queue=1000,
+                               workers=backend.workers)
         batcher.start()
         try:
             return await asyncio.gather(*(batcher.submit(r) for r in requests))

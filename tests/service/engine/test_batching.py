@@ -115,7 +115,8 @@ def test_full_queue_refuses_with_overloaded(engine_parts) -> None:
 
 
 def test_http_full_queue_is_503_with_retry_after(make_client, classifier_dir) -> None:
-    small_queue = {"max_batch": 4, "max_queue": 4, "max_labels": 3}
+    # One inference worker, so that the pass held at the gate holds all inference and the rest must queue.
+    small_queue = {"max_batch": 4, "max_queue": 4, "max_labels": 3, "inference_workers": 1}
     with make_client(classifier_dir, cache_enabled=False, batch_wait_ms=0, **small_queue) as client:
         engine = client.app.state.predictor.engines["onnx"]
         gated = GatedBackend(engine.batcher.backend)
@@ -228,13 +229,17 @@ def test_two_workers_run_two_passes_at_once(engine_parts) -> None:
 
 
 def test_onnx_backend_with_two_sessions_matches_one(classifier_dir) -> None:
+    import gc
+
     manifest = Manifest.load(classifier_dir)
     encoder = TextEncoder(classifier_dir / "tokenizer.json", manifest.max_length, manifest.input_names)
     one = OnnxBackend.from_manifest(classifier_dir, manifest, threads=2, workers=1)
-    two = OnnxBackend.from_manifest(classifier_dir, manifest, threads=2, workers=2)
+    two = OnnxBackend.from_manifest(classifier_dir, manifest, threads=2, workers=2)  # three sessions, one set of weights
+    gc.collect()  # the shared weights must outlive the call that read them
     texts = _texts(10)
-    np.testing.assert_allclose(infer_texts(one, encoder, texts, 4, 4096), infer_texts(two, encoder, texts, 4, 4096),
-                               atol=1e-5)
+    expected = infer_texts(one, encoder, texts, 4, 4096)
+    np.testing.assert_array_equal(infer_texts(two, encoder, texts, 4, 4096), expected)
+    np.testing.assert_array_equal(infer_texts(two, encoder, texts, 4, 4096, wide=True), expected)
 
 
 def test_batcher_answers_every_request_once_within_the_token_budget(engine_parts) -> None:
@@ -272,3 +277,90 @@ def test_batcher_answers_every_request_once_within_the_token_budget(engine_parts
         np.testing.assert_allclose(got, want, atol=1e-4)
     assert sum(rows for rows, _ in recording.shapes) == sum(len(r) for r in requests)  # each text computed once
     assert all(rows == 1 or rows * width <= budget for rows, width in recording.shapes)
+
+
+class Lanes:
+    """The real backend with two workers and a wide lane, recording each pass: (texts, wide, passes inside)."""
+
+    def __init__(self, inner: OnnxBackend, hold: threading.Event | None = None) -> None:
+        self.inner = inner
+        self.name, self.fingerprint, self.workers, self.has_wide_lane = inner.name, inner.fingerprint, 2, True
+        self.passes: list[tuple[int, bool, int]] = []
+        self.inside = 0
+        self.lock = threading.Lock()
+        self.hold = hold
+        self.entered = threading.Event()
+
+    def infer(self, batch, wide: bool = False):  # type: ignore[no-untyped-def]
+        with self.lock:
+            self.inside += 1
+            self.passes.append((batch.shape[0], wide, self.inside))
+            gated = self.hold is not None and len(self.passes) == 1  # only the first pass waits at the gate
+        self.entered.set()
+        if gated and self.hold is not None:
+            self.hold.wait(timeout=30)
+        try:
+            return self.inner.infer(batch)
+        finally:
+            with self.lock:
+                self.inside -= 1
+
+
+def _run_batcher(backend, encoder, coroutine):  # type: ignore[no-untyped-def]
+    async def run():  # type: ignore[no-untyped-def]
+        batcher = MicroBatcher(backend, encoder, Metrics(), max_size=32, max_tokens=8192, wait_ms=0, max_queue=1000,
+                               workers=2, overhead_tokens=1000.0)  # one pass per share: no cut by length
+        batcher.start()
+        try:
+            return await coroutine(batcher)
+        finally:
+            await batcher.close()
+
+    return asyncio.run(run())
+
+
+def test_idle_workers_share_the_waiting_texts(engine_parts) -> None:
+    backend, encoder = engine_parts
+    lanes = Lanes(backend)
+    texts = [f"text number {i}" for i in range(32)]
+
+    async def burst(batcher):  # type: ignore[no-untyped-def]
+        return await asyncio.gather(*(batcher.submit([t]) for t in texts))
+
+    rows = _run_batcher(lanes, encoder, burst)
+    # 32 texts at once on two idle workers: two passes of 16, not one of 32 beside an idle worker.
+    assert sorted(n for n, _, _ in lanes.passes) == [16, 16]
+    assert not any(wide for _, wide, _ in lanes.passes)
+    for text, row in zip(texts, rows, strict=True):
+        np.testing.assert_array_equal(row, infer_texts(backend, encoder, [text], 1, 4096))
+
+
+def test_a_lone_text_runs_wide_only_while_every_worker_is_idle(engine_parts) -> None:
+    backend, encoder = engine_parts
+
+    async def alone_then_two(batcher):  # type: ignore[no-untyped-def]
+        await batcher.submit(["just me"])
+        await asyncio.gather(batcher.submit(["one of two"]), batcher.submit(["two of two"]))
+
+    lanes = Lanes(backend)
+    _run_batcher(lanes, encoder, alone_then_two)
+    # Alone: every thread. Two texts on two idle workers: a pass each, side by side.
+    assert lanes.passes[0] == (1, True, 1)
+    assert sorted((n, wide) for n, wide, _ in lanes.passes[1:]) == [(1, False), (1, False)]
+
+    hold = threading.Event()
+    held = Lanes(backend, hold)
+
+    async def lone_beside_a_running_pass(batcher):  # type: ignore[no-untyped-def]
+        pair = asyncio.ensure_future(batcher.submit(["held at the gate", "goes through"]))
+        while len(held.passes) < 2 or held.inside > 1:  # one pass held, the other done
+            await asyncio.sleep(0.01)
+        late = await batcher.submit(["arrives while a worker is busy"])  # answered while the first is still held
+        still_held = not pair.done()
+        hold.set()
+        await pair
+        return late, still_held
+
+    _, still_held = _run_batcher(held, encoder, lone_beside_a_running_pass)
+    assert still_held
+    assert [(n, wide) for n, wide, _ in held.passes] == [(1, False), (1, False), (1, False)]

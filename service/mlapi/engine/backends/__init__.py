@@ -23,8 +23,11 @@ class Backend(Protocol):
     fingerprint: str
     workers: int  # passes it can run at the same time
 
-    def infer(self, batch: TokenBatch) -> np.ndarray:
-        """One output row per text in the batch."""
+    def infer(self, batch: TokenBatch, wide: bool = False) -> np.ndarray:
+        """One output row per text in the batch; `wide`: on every worker's threads (the caller holds them all).
+
+        A row is the same bits on any worker and either way: which pass ran a text must not change its answer.
+        """
         ...
 
 

@@ -35,8 +35,8 @@ class TorchBackend:
             raise ValueError(f"{model_dir} was baked without torch weights (bake without --onnx-only)")
         return cls(model_dir / manifest.torch_dir, manifest.task, manifest.pooling, threads)
 
-    def infer(self, batch: TokenBatch) -> np.ndarray:
-        """Run one pass; returns float32 rows."""
+    def infer(self, batch: TokenBatch, wide: bool = False) -> np.ndarray:
+        """Run one pass on torch's threads (one worker: `wide` changes nothing); returns float32 rows."""
         torch = self._torch
         with torch.inference_mode():
             inputs = {name: torch.from_numpy(array) for name, array in batch.arrays.items()}
