@@ -16,10 +16,9 @@ import socket
 import threading
 from types import FrameType
 
-import h11
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from mlapi.settings import Settings
 
@@ -56,36 +55,84 @@ class DrainingServer(uvicorn.Server):
         self._drain.start()
 
 
-class BoundedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline for each request's headers.
+class HeadersTooLarge(Exception):
+    """A request's line and headers are over the server's limit."""
 
-    uvicorn closes a keep-alive connection after `timeout_keep_alive` once a response is done, but a connection that
-    never sends a byte, or sends half a request line and stops, holds its socket (and a file descriptor) forever:
-    enough of them and healthy clients are refused. Here a connection has `header_timeout` seconds from opening,
-    and from the first byte of each later request, to finish its request's headers, or it is closed.
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol (its C parser, the fastest it has) with bounds on each request's headers.
+
+    httptools reads headers of any size, and uvicorn closes a keep-alive connection only once a response is done: a
+    connection that never sends a byte, or sends half a request line and stops, holds its socket (and a file
+    descriptor) forever, and one that sends endless headers holds memory. Here a request's line and headers may take
+    `max_header_bytes` bytes, or it gets a 400 and the connection is closed, and a connection has `header_timeout`
+    seconds from opening, and from the first byte of each later request, to finish its request's headers, or it is
+    closed.
     """
 
     header_timeout = 10.0
+    max_header_bytes = 16_384
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)  # type: ignore[arg-type]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._in_headers = True  # before or inside a request's headers
+        self._header_bytes = 0  # raw bytes received since the request began, while its headers are incomplete
+        self._parsed_bytes = 0  # the request line's target and the headers parsed so far
+        self._too_large = False
         self._header_deadline: asyncio.TimerHandle | None = None
         self._watch_headers()
 
     def data_received(self, data: bytes) -> None:
+        was_in_headers = self._in_headers
         super().data_received(data)
+        if was_in_headers or self._in_headers:
+            self._header_bytes += len(data)
+        if self.transport.is_closing():
+            return
+        if self._in_headers and self._header_bytes > self.max_header_bytes:
+            self._stop_watching()
+            self._too_large = True
+            self.send_400_response("Request headers too large.")
+        elif self._between_requests():  # bytes that start no request yet must not hold the socket either
+            self._watch_headers()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_headers = True
+        self._header_bytes = self._parsed_bytes = 0
         self._watch_headers()
+
+    # Headers that arrive whole in one read are counted as they are parsed; raising from a parser callback makes
+    # httptools fail the request, which uvicorn answers with a 400 and a closed connection.
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._count_parsed(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._count_parsed(len(name) + len(value) + 4)
+
+    def _count_parsed(self, size: int) -> None:
+        self._parsed_bytes += size
+        if self._parsed_bytes > self.max_header_bytes:
+            self._too_large = True
+            raise HeadersTooLarge(f"request headers over {self.max_header_bytes} bytes")
+
+    def send_400_response(self, msg: str) -> None:
+        super().send_400_response("Request headers too large." if self._too_large else msg)
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self._stop_watching()
+        super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_watching()
         super().connection_lost(exc)
 
     def _watch_headers(self) -> None:
-        waiting = self.conn.their_state is h11.IDLE  # before or inside a request's headers
-        if waiting and self._header_deadline is None and not self.transport.is_closing():
+        if self._header_deadline is None and not self.transport.is_closing():
             self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
-        elif not waiting:
-            self._stop_watching()
 
     def _stop_watching(self) -> None:
         deadline = getattr(self, "_header_deadline", None)
@@ -93,15 +140,19 @@ class BoundedH11Protocol(H11Protocol):
             deadline.cancel()
             self._header_deadline = None
 
+    def _between_requests(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
     def _headers_too_slow(self) -> None:
         self._header_deadline = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        if (self._in_headers or self._between_requests()) and not self.transport.is_closing():
             self.transport.close()
 
 
-def bounded_protocol(header_timeout: float) -> type[BoundedH11Protocol]:
-    """The protocol class uvicorn instantiates per connection, with this server's header deadline."""
-    return type("BoundedH11Protocol", (BoundedH11Protocol,), {"header_timeout": header_timeout})
+def bounded_protocol(header_timeout: float, max_header_bytes: int) -> type[BoundedHttpToolsProtocol]:
+    """The protocol class uvicorn instantiates per connection, with this server's header deadline and size cap."""
+    return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,),
+                {"header_timeout": header_timeout, "max_header_bytes": max_header_bytes})
 
 
 class AddressUnavailable(OSError):
@@ -138,10 +189,9 @@ def serve(app: FastAPI, settings: Settings, sock: socket.socket | None = None) -
         log_level=settings.log_level,
         timeout_graceful_shutdown=graceful_shutdown_seconds(settings),
         access_log=False,
-        # The HTTP edge is bounded: request headers by size and by time (h11; httptools has no size limit), and
-        # connections by count (beyond it, new requests get 503 at once rather than file descriptors running out).
-        http=bounded_protocol(settings.header_timeout_seconds),
-        h11_max_incomplete_event_size=settings.max_header_bytes,
+        # The HTTP edge is bounded: request headers by size and by time, and connections by count (beyond it, new
+        # requests get 503 at once rather than file descriptors running out).
+        http=bounded_protocol(settings.header_timeout_seconds, settings.max_header_bytes),
         limit_concurrency=settings.max_connections,
         # uvicorn trusts X-Forwarded-For from 127.0.0.1 unless told otherwise, so any local process (or a sidecar
         # that does not set the header) could pick the client address the per-address limits count. Only the

@@ -120,7 +120,9 @@ def test_sigterm_lets_the_request_in_flight_finish(start_server, busy_cpus) -> N
 
 
 def test_request_past_its_deadline_gets_a_json_503_even_while_stopping(start_server, busy_cpus) -> None:
-    server = start_server(MLAPI_REQUEST_TIMEOUT_SECONDS="1", MLAPI_CACHE_ENABLED="false")
+    # One inference worker: start-up is then a single pass, so the batcher has no measured speed to refuse the
+    # request up front with (an `overloaded` 503), and the request is admitted and meets its deadline in flight.
+    server = start_server(MLAPI_REQUEST_TIMEOUT_SECONDS="1", MLAPI_CACHE_ENABLED="false", MLAPI_INFERENCE_WORKERS="1")
     result: dict[str, object] = {}
     caller = server.predict_in_background(LONG_TEXTS, result)
     time.sleep(0.3)
@@ -161,7 +163,8 @@ def test_health_answers_503_draining_after_sigterm(start_server, busy_cpus) -> N
 
 
 def test_request_over_the_deadline_is_a_json_503_with_retry_after(make_client, minilm_dir) -> None:
-    with make_client(minilm_dir, cache_enabled=False, request_timeout_seconds=0.5) as client:
+    # One inference worker, so the request is admitted and times out in flight (see the test above).
+    with make_client(minilm_dir, cache_enabled=False, request_timeout_seconds=0.5, inference_workers=1) as client:
         response = client.post("/predict", content=json.dumps({"text": LONG_TEXTS}).encode())
         message = "no answer within MLAPI_REQUEST_TIMEOUT_SECONDS (0.5 s); retry later"
         assert response.status_code == 503

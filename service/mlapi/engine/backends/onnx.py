@@ -77,7 +77,10 @@ def _shared_weights(graph: Path) -> dict[str, ort.OrtValue]:
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(graph))
+    try:
+        model = onnx.load(str(graph))
+    except Exception as exc:  # protobuf's DecodeError and OSError alike: say which file
+        raise ValueError(f"cannot read the ONNX graph {graph}: {type(exc).__name__}: {exc}") from exc
     return {init.name: ort.OrtValue.ortvalue_from_numpy(numpy_helper.to_array(init)) for init in model.graph.initializer}
 
 
