@@ -372,7 +372,9 @@ def _engine_table(report: Mapping[str, Any]) -> list[str]:
         return [f"Not measured: {engine['error']}"]
     lines = [
         f"Shaped as `mlapi serve` shapes it here: {engine['workers']} inference worker(s) x "
-        f"{engine['threads_per_worker']} thread(s), passes of at most {engine['batch_max_size']} texts and "
+        f"{engine['threads_per_worker']} thread(s)"
+        f"{' (a lone text on all threads while every worker is idle)' if engine['workers'] > 1 else ''}, "
+        f"passes of at most {engine['batch_max_size']} texts and "
         f"{engine['batch_max_tokens']} tokens, cut where padding costs more than a pass "
         f"({engine['pass_overhead_tokens']:g} token-times, measured by bake).",
         "",
@@ -659,10 +661,13 @@ def _html_lines(report: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def write_all(report: Report, out_dir: Path) -> dict[str, Path]:
-    """Write <date>-bench.json, .md and .png (and the main k6 HTML reports) into out_dir; return their paths."""
+def write_all(report: Report, out_dir: Path, name: str | None = None) -> dict[str, Path]:
+    """Write <name>.json, .md and .png (and the main k6 HTML reports) into out_dir; return their paths.
+
+    `name` defaults to <date>-bench; a saved result re-rendered keeps its own (it may have been renamed).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"{report['date']}-bench"
+    stem = out_dir / (name or f"{report['date']}-bench")
     paths = {"json": stem.with_suffix(".json"), "md": stem.with_suffix(".md"), "png": stem.with_suffix(".png")}
     keep_html_reports(report, out_dir, stem.name)
     write_json(report, paths["json"])
@@ -715,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
     source = Path(args[0])
     report = json.loads(source.read_text())
     report["targets"] = evaluate_targets(report)
-    for name, path in write_all(report, source.parent).items():
+    for name, path in write_all(report, source.parent, source.stem).items():
         print(f"{name}: {path}")
     if readme is not None:
         update_readme(report, readme, source.with_suffix(".md").name)

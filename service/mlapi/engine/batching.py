@@ -6,8 +6,9 @@ turn from every tenant that has texts waiting (an equal share each, the rest to 
 most `wait_ms` for stragglers when the queue is short, runs it in an inference thread (cut by length as `shaping`
 decides), and hands each request its rows once all of them are done. With several inference workers, the texts
 waiting are shared out over the idle ones (two passes of 16 side by side end sooner than one of 32 while the other
-worker waits), and a lone text while every worker is idle runs on all their threads at once. A request of a thousand texts is so computed
-a pass at a time, and a short request from anyone else joins the next pass instead of waiting for all of it.
+worker waits), and a lone text while every worker is idle runs on all their threads at once. A request of a
+thousand texts is so computed a pass at a time, and a short request from anyone else joins the next pass instead of
+waiting for all of it.
 While a pass runs, the next batch gathers, so batch size grows with load by itself. Past `max_queue` waiting
 texts, new requests are refused at once (503) rather than answered late, and so is a request whose estimated wait
 (its own texts and its tenant's earlier ones, plus each other tenant's share of the passes meanwhile, at the speed

@@ -234,7 +234,7 @@ def test_onnx_backend_with_two_sessions_matches_one(classifier_dir) -> None:
     manifest = Manifest.load(classifier_dir)
     encoder = TextEncoder(classifier_dir / "tokenizer.json", manifest.max_length, manifest.input_names)
     one = OnnxBackend.from_manifest(classifier_dir, manifest, threads=2, workers=1)
-    two = OnnxBackend.from_manifest(classifier_dir, manifest, threads=2, workers=2)  # three sessions, one set of weights
+    two = OnnxBackend.from_manifest(classifier_dir, manifest, threads=2, workers=2)  # 3 sessions, 1 copy of weights
     gc.collect()  # the shared weights must outlive the call that read them
     texts = _texts(10)
     expected = infer_texts(one, encoder, texts, 4, 4096)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +32,13 @@ class OnnxBackend:
         # Each session reads these arrays in place for as long as it lives, so the backend holds them too.
         self._shared = _shared_weights(graph) if workers + wide > 1 else {}
         shared = self._shared
+        sizes = [per_worker] * workers + ([threads] if wide else [])
+        with ThreadPoolExecutor(len(sizes)) as pool:  # ONNX Runtime builds sessions without the GIL: start sooner
+            built = list(pool.map(lambda size: _session(graph, size, shared), sizes))
         self._sessions: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
-        for _ in range(workers):
-            self._sessions.put(_session(graph, per_worker, shared))
-        self._wide = _session(graph, threads, shared) if wide else None
+        for session in built[:workers]:
+            self._sessions.put(session)
+        self._wide = built[workers] if wide else None
         first = self._sessions.get()
         self._inputs = {i.name for i in first.get_inputs()}
         self._sessions.put(first)
@@ -81,7 +85,9 @@ def _shared_weights(graph: Path) -> dict[str, ort.OrtValue]:
         model = onnx.load(str(graph))
     except Exception as exc:  # protobuf's DecodeError and OSError alike: say which file
         raise ValueError(f"cannot read the ONNX graph {graph}: {type(exc).__name__}: {exc}") from exc
-    return {init.name: ort.OrtValue.ortvalue_from_numpy(numpy_helper.to_array(init)) for init in model.graph.initializer}
+    return {
+        init.name: ort.OrtValue.ortvalue_from_numpy(numpy_helper.to_array(init)) for init in model.graph.initializer
+    }
 
 
 def _session(graph: Path, threads: int, shared: dict[str, ort.OrtValue]) -> ort.InferenceSession:
