@@ -78,6 +78,7 @@ class Predictor:
         self.error: str | None = None
         self._encoder: TextEncoder | None = None
         self._loaded = False
+        self._closed = False  # after close(): the models are let go
         self._inflight: dict[str, asyncio.Task[dict[str, bytes]]] = {}
 
     @property
@@ -142,6 +143,8 @@ class Predictor:
 
     def engine(self, backend: str | None) -> Engine:
         """The engine a request asked for (the default when it names none)."""
+        if self._closed:
+            raise NotReady("the server is shutting down", retry_after=1)
         if not self.ready:
             self.metrics.rejected.labels(reason="not_ready").inc()
             raise NotReady(self.error or "the model is still loading", retry_after=1 if not self.error else None)
@@ -276,6 +279,8 @@ class Predictor:
         }
 
     async def close(self) -> None:
-        """Drain queued work, then stop the batchers."""
+        """Drain queued work, stop the batchers, then let go of the models (their memory is freed with them)."""
         for engine in self.engines.values():
             await engine.batcher.close()
+        self._closed = True
+        self.engines.clear()
