@@ -151,7 +151,8 @@ class Settings(BaseSettings):
         description=(
             "tokens (estimated from length) one scheduled pass carries, at most, shared in turn between the tenants "
             "with texts waiting: a short request waits at most for the pass in front of it, so this bounds what a "
-            "flood of long texts adds to everyone else's latency (at least one text per pass)"
+            "flood of long texts adds to everyone else's latency (at least one text per pass). Split evenly over "
+            "the inference workers, so a turn takes about as long whatever the worker plan"
         ),
     )
     batch_wait_ms: float = Field(

@@ -120,6 +120,8 @@ class MicroBatcher:
         self._max_request_tokens = max_request_tokens
         self._workers = workers
         self._seconds_per_cost: float | None = None  # moving average over passes after the first, per worker
+        self._recent_seconds = 0.0  # decaying sums behind it
+        self._recent_cost = 0.0
         self._passes_run = 0
         # A text costs about its characters up to the truncation length (~4 per token) plus a fixed share of a row.
         self._max_text_cost = 4 * encoder.max_length
@@ -127,8 +129,9 @@ class MicroBatcher:
         self._metrics = metrics
         self._max_size = max_size
         self._max_tokens = max_tokens
-        # Estimated tokens one scheduled pass may carry: how long any tenant waits for the pass in front of it.
-        self._turn_tokens = turn_tokens or max_tokens
+        # Estimated tokens one scheduled pass may carry: how long any tenant waits for the pass in front of it. Each
+        # worker's pass gets its share, so a turn takes about the same time however the threads are split.
+        self._turn_tokens = max(16, (turn_tokens or max_tokens) // workers)
         self._overhead_tokens = overhead_tokens
         self._wait = wait_ms / 1000.0
         self._max_queue = max_queue
@@ -271,9 +274,10 @@ class MicroBatcher:
         self._metrics.observe_pass(self.backend.name, len(texts), seconds)
         self._passes_run += 1
         if self._passes_run > 1:  # the first pass also pays one-time costs (allocation, kernel choice)
-            per_cost = seconds * lanes / sum(self.text_cost(text) for text in texts) / self._workers
-            previous = self._seconds_per_cost
-            self._seconds_per_cost = per_cost if previous is None else 0.8 * previous + 0.2 * per_cost
+            # Weighted by cost: a pass of one short text (mostly fixed cost) must not make a flood look slower.
+            self._recent_seconds = 0.8 * self._recent_seconds + seconds * lanes / self._workers
+            self._recent_cost = 0.8 * self._recent_cost + sum(self.text_cost(text) for text in texts)
+            self._seconds_per_cost = self._recent_seconds / self._recent_cost
         offset = 0
         for s in slices:
             job, count = s.job, s.end - s.start

@@ -190,3 +190,64 @@ def test_a_request_over_the_token_cap_is_refused_before_any_pass(parts) -> None:
     assert "MLAPI_MAX_REQUEST_TOKENS" in str(error)
     assert within.shape[0] == 16
     assert metrics.rejected.labels(reason="too_many_tokens")._value.get() == 1
+
+
+class FixedTimeBackend:
+    """Every pass takes the same wall time, whatever it carries: one short text costs as much as a full pass."""
+
+    name, fingerprint, precision, workers = "onnx", "onnx-fp32", "fp32", 2
+
+    def __init__(self, inner: OnnxBackend) -> None:
+        self.inner = inner
+        self.passes: list[int] = []
+
+    def infer(self, batch):  # type: ignore[no-untyped-def]
+        self.passes.append(batch.shape[0])
+        time.sleep(0.05)
+        return self.inner.infer(batch)
+
+
+def test_a_pass_of_one_short_text_does_not_make_the_estimate_jump(parts) -> None:
+    backend, encoder = parts
+    heavy = ["a long text that goes on and on " * 40] * 8
+
+    async def run() -> tuple[float, float]:
+        batcher = MicroBatcher(FixedTimeBackend(backend), encoder, Metrics(), max_size=8, max_tokens=1 << 20,
+                               wait_ms=0, max_queue=4096, workers=2)
+        batcher.start()
+        try:
+            for _ in range(6):
+                await batcher.submit(heavy)
+            before = batcher.estimated_wait(100_000, "key:other")
+            await batcher.submit(["ok"])  # a pass of one short text, as slow as a full pass here
+            after = batcher.estimated_wait(100_000, "key:other")
+        finally:
+            await batcher.close()
+        assert before is not None and after is not None
+        return before, after
+
+    before, after = asyncio.run(run())
+    # Averaged by cost, one tiny pass moves the estimate a little; averaged by pass it multiplied it about 100-fold
+    # and refused a flood's next request as past its deadline.
+    assert after < 2 * before, (before, after)
+
+
+def test_each_worker_pass_carries_its_share_of_the_turn(parts) -> None:
+    backend, encoder = parts
+    recording = RecordingBackend(backend)
+    recording.workers = 2  # type: ignore[attr-defined]
+    texts = ["a long text that goes on and on " * 10] * 64  # about 80 tokens each by the batcher's estimate
+
+    async def run() -> None:
+        batcher = MicroBatcher(recording, encoder, Metrics(), max_size=64, max_tokens=8192, wait_ms=0,
+                               max_queue=4096, workers=2, turn_tokens=640)
+        batcher.start()
+        try:
+            await batcher.submit(texts)
+        finally:
+            await batcher.close()
+
+    asyncio.run(run())
+    # 640 turn tokens over two workers: passes of 320 estimated tokens, 4 texts plus the one that crosses the line.
+    assert max(recording.passes) <= 5, recording.passes
+    assert sum(recording.passes) == 64
