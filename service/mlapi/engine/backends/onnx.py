@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import queue
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +31,12 @@ class OnnxBackend:
         # Each session reads these arrays in place for as long as it lives, so the backend holds them too.
         self._shared = _shared_weights(graph) if workers + wide > 1 else {}
         shared = self._shared
-        sizes = [per_worker] * workers + ([threads] if wide else [])
-        with ThreadPoolExecutor(len(sizes)) as pool:  # ONNX Runtime builds sessions without the GIL: start sooner
-            built = list(pool.map(lambda size: _session(graph, size, shared), sizes))
+        # One after another: each session holds a parsed copy of the graph while it is built, so building them side
+        # by side raised peak memory by about that much per session (VmHWM 594 to 874 MiB) to start 0.25 s sooner.
         self._sessions: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
-        for session in built[:workers]:
-            self._sessions.put(session)
-        self._wide = built[workers] if wide else None
+        for _ in range(workers):
+            self._sessions.put(_session(graph, per_worker, shared))
+        self._wide = _session(graph, threads, shared) if wide else None
         first = self._sessions.get()
         self._inputs = {i.name for i in first.get_inputs()}
         self._sessions.put(first)
