@@ -19,7 +19,8 @@ infinity-emb pins libraries of its own, so it lives in a venv of its own
 (`--infinity-venv`, created and installed on first use).
 
 Usage: python load/bench.py [--quick] [--duration S]
-           [--servers seed,mlapi-onnx,mlapi-onnx-per-tensor,infinity-emb,mlapi-torch] [--infinity-venv DIR]
+           [--servers seed,mlapi-onnx,mlapi-onnx-per-row,mlapi-onnx-per-tensor,infinity-emb,mlapi-torch]
+           [--infinity-venv DIR]
 """
 
 from __future__ import annotations
@@ -103,6 +104,11 @@ class Paths:
         return self.baked.with_name(self.baked.name + "-per-tensor")
 
     @property
+    def baked_per_row(self) -> Path:
+        """The same bake with the int8 graph of bake's per-row recipe, for the side-by-side server."""
+        return self.baked.with_name(self.baked.name + "-per-row")
+
+    @property
     def infinity_model(self) -> Path:
         """The model as infinity-emb's optimum engine loads it: config, tokenizer and ONNX graphs in one folder."""
         return self.baked.with_name("infinity-model")
@@ -172,6 +178,11 @@ def _mlapi_per_tensor_argv(paths: Paths, port: int) -> list[str]:
             "--port", str(port)]
 
 
+def _mlapi_per_row_argv(paths: Paths, port: int) -> list[str]:
+    return [str(mlapi_bin()), "serve", "--model-dir", str(paths.baked_per_row), "--host", bench_procs.HOST,
+            "--port", str(port)]
+
+
 # infinity-emb and what its optimum engine needs, pinned. 0.0.78 (PyPI, 2025) is its newest release. Its optimum
 # extra resolves to optimum 2.1 with optimum-onnx 0.1, the pair that exports and quantizes with torch 2.13 (optimum
 # 1.24, the one infinity's own lock file names, fails to export with it). onnxruntime is the one mlapi runs, so both
@@ -204,6 +215,15 @@ SERVERS: list[ServerSpec] = [
             Phase("cached", {}, [GRADED, UNSEEN]),
             Phase("redis", {}, [CACHED_REDIS], redis=True),
         ],
+        needs_bake=True,
+    ),
+    # Bake's per-row recipe, the one models whose calibrated graph drifts too far get (the bundled encoder does), so
+    # the run shows both batch-invariant recipes.
+    ServerSpec(
+        name="mlapi-onnx-per-row",
+        argv=_mlapi_per_row_argv,
+        env={"MLAPI_BACKEND": "onnx"},
+        phases=[Phase("uncached", UNCACHED, [*UNIQUE, UNIQUE_LONG[2]])],
         needs_bake=True,
     ),
     # The int8 recipe before batch invariance (one activation scale per padded pass), served by the same mlapi, so
@@ -376,21 +396,35 @@ def requantize_per_tensor(baked: Path, out: Path) -> dict[str, Any]:
     activation scale per tensor, attention fused into QAttention); only the benchmark builds it.
     """
     import onnx
-    from mlapi.engine.manifest import Manifest, content_hash
     from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    def write(fp32: Path, int8: Path) -> None:
+        quantize_dynamic(str(fp32), str(int8), per_channel=True, weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul", "Attention", "Gemm"],
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+
+    return _requantized_copy(baked, out, write, "per-tensor-dynamic (benchmark only; not batch-invariant)")
+
+
+def requantize_per_row(baked: Path, out: Path) -> dict[str, Any]:
+    """Copy the bake and replace its int8 graph with bake's per-row recipe (per-row-all-linear)."""
+    from mlapi.build.quantize import RECIPES, quantize
+
+    recipe = next(r for r in RECIPES if r.name == "per-row-all-linear")
+    return _requantized_copy(baked, out, lambda fp32, int8: quantize(fp32, int8, recipe), recipe.name)
+
+
+def _requantized_copy(baked: Path, out: Path, write: Callable[[Path, Path], object], recipe: str) -> dict[str, Any]:
+    from mlapi.engine.manifest import Manifest, content_hash
 
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(baked, out)
     manifest = Manifest.load(out)
     int8 = manifest.onnx_int8 or "model.int8.onnx"
-    quantize_dynamic(
-        str(out / manifest.onnx_fp32), str(out / int8), per_channel=True, weight_type=QuantType.QInt8,
-        op_types_to_quantize=["MatMul", "Attention", "Gemm"],
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    write(out / manifest.onnx_fp32, out / int8)
     manifest.onnx_int8 = int8
     manifest.quantization.chosen = "int8"
-    manifest.quantization.recipe = "per-tensor-dynamic (benchmark only; not batch-invariant)"
+    manifest.quantization.recipe = recipe
     manifest.content_hash = content_hash(out)
     manifest.save(out)
     return {"ok": True, "dir": str(out)}
@@ -821,6 +855,8 @@ def prepare(args: argparse.Namespace, report: dict[str, Any]) -> Paths:
         report["model"]["bake"] = bake(paths.model, paths.baked, paths.logs / "bake.log")
         if report["model"]["bake"]["ok"] and any(s.name == "mlapi-onnx-per-tensor" for s in args.servers):
             report["model"]["per_tensor"] = requantize_per_tensor(paths.baked, paths.baked_per_tensor)
+        if report["model"]["bake"]["ok"] and any(s.name == "mlapi-onnx-per-row" for s in args.servers):
+            report["model"]["per_row"] = requantize_per_row(paths.baked, paths.baked_per_row)
     return paths
 
 

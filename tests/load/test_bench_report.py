@@ -126,14 +126,16 @@ def test_mlapi_is_held_to_infinity_emb_on_the_same_model_in_the_same_run() -> No
     assert (_target(report, "infinity-emb")["measured"], _target(report, "infinity-emb")["met"]) == (1.5, True)
 
 
-def test_side_by_side_table_puts_the_old_recipe_the_peer_and_the_seed_server_beside_mlapi() -> None:
+def test_side_by_side_table_puts_per_row_the_old_recipe_the_peer_and_the_seed_server_beside_mlapi() -> None:
     report = _report()
-    report["scenarios"] += [_result("mlapi-onnx-per-tensor", "unique-32vu", 500.0),
+    report["scenarios"] += [_result("mlapi-onnx-per-row", "unique-32vu", 400.0),
+                            _result("mlapi-onnx-per-tensor", "unique-32vu", 500.0),
                             _result("infinity-emb", "unique-32vu", 300.0)]
-    report["servers"] |= {"mlapi-onnx-per-tensor": {"starts": []}, "infinity-emb": {"starts": []}}
+    report["servers"] |= {name: {"starts": []} for name in ("mlapi-onnx-per-row", "mlapi-onnx-per-tensor",
+                                                            "infinity-emb")}
     markdown = bench_report.render_markdown(report)
-    # mlapi 450 req/s; old recipe 500 (0.90); infinity-emb 300 (1.50); no seed-style run at 32 VUs
-    assert "| unique-32vu | 450.0 | 500.0 | 0.90 | 300.0 | 1.50 | n/a | n/a |" in markdown
+    # mlapi 450 req/s; per row 400 (1.12); old recipe 500 (0.90); infinity-emb 300 (1.50); no seed-style run at 32
+    assert "| unique-32vu | 450.0 | 400.0 | 1.12 | 500.0 | 0.90 | 300.0 | 1.50 | n/a | n/a |" in markdown
     assert "| unique-4vu |" not in markdown.split("## Side by side")[1].split("##")[0]  # no other server there
 
 

@@ -2,21 +2,24 @@
 
 int8 makes a transformer on the CPU faster, but some models (small sentence encoders especially) drift further
 than their users would accept, and ONNX Runtime's dynamic quantisation computes one activation scale over the whole
-padded batch, so every neighbour changes every answer. The recipes here quantise each row on its own (see
-`quantize`); bake measures each int8 graph against the fp32 one on a fixed probe set and checks each probe text
-alone against the same text in adversarial batches, and makes int8 the default only when the drift stays within
-`LIMITS` and no answer moves; otherwise the manifest says why and fp32 is served.
+padded batch, so every neighbour changes every answer. The recipes here either fix each activation's scale at bake
+from calibration texts or quantise each row on its own (see `quantize`); bake measures each int8 graph against the
+fp32 one on a fixed probe set and checks each probe text alone against the same text in adversarial batches, and
+makes int8 the default only when the drift stays within `LIMITS` and no answer moves; otherwise the manifest says
+why and fp32 is served.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mlapi.build.calibration import CALIBRATION_TEXTS, activation_ranges
 from mlapi.engine.backends.onnx import OnnxBackend
 from mlapi.engine.batching import infer_texts
 from mlapi.engine.manifest import QuantizationReport
@@ -69,15 +72,19 @@ PROBE_QUERIES = [
 
 @dataclass(frozen=True)
 class Recipe:
-    """One way to quantise: whether attention's Q/K/V projection goes int8 too, and which MatMuls stay fp32."""
+    """One way to quantise: where activation scales come from, whether attention's Q/K/V projection goes int8 too,
+    and which MatMuls stay fp32."""
 
     name: str
     keep_ffn_output_fp32: bool
     attention_int8: bool = True
+    calibrated: bool = False  # one scale per activation fixed at bake, instead of one per row at run time
 
 
-# Fastest first. The feed-forward output projections carry the activation outliers that int8 handles worst.
+# Fastest first. Calibrated scales cost nothing at run time but clip what calibration never saw; per-row scales
+# follow every text. The feed-forward output projections carry the activation outliers that int8 handles worst.
 RECIPES = (
+    Recipe("calibrated-all-linear", False, calibrated=True),
     Recipe("per-row-all-linear", False),
     Recipe("per-row-all-matmul", False, attention_int8=False),
     Recipe("per-row-ffn-output-fp32", True, attention_int8=False),
@@ -87,8 +94,13 @@ RECIPES = (
 _MHA_ATTRIBUTES = {"num_heads", "scale", "mask_filter_value"}
 
 
-def quantize(fp32: Path, out: Path, recipe: Recipe) -> int:
+def quantize(fp32: Path, out: Path, recipe: Recipe, ranges: Mapping[str, tuple[float, float]] | None = None
+             ) -> int:
     """Write the int8 graph for one recipe; returns how many linear layers it quantised.
+
+    A calibrated recipe needs `ranges`, each activation's measured range (`calibrated_inputs` names them,
+    `calibration.activation_ranges` measures them), and is written by `_quantize_calibrated`. The rest of this
+    describes the per-row recipes.
 
     Every MatMul (and Gemm) with a constant weight becomes: the activation quantised per row (each token's vector by
     its own max |x| / 127, as uint8 around a fixed zero point of 128, in one QuantizeLinear over the rows), an exact
@@ -105,6 +117,10 @@ def quantize(fp32: Path, out: Path, recipe: Recipe) -> int:
     import onnx
     from onnx import helper, numpy_helper
 
+    if recipe.calibrated:
+        if ranges is None:
+            raise ValueError(f"recipe {recipe.name} quantises with calibrated scales: pass the activation ranges")
+        return _quantize_calibrated(fp32, out, ranges)
     model = onnx.load(str(fp32))
     graph = model.graph
     weights = {init.name: init for init in graph.initializer}
@@ -138,6 +154,14 @@ def quantize(fp32: Path, out: Path, recipe: Recipe) -> int:
             nodes.extend(_per_row_matmul(graph, node.input[0], weight, prefix + "product", prefix))
             nodes.append(helper.make_node("Add", [prefix + "product", node.input[2]], [node.output[0]]))
         count += 1
+    _replace_nodes(model, nodes, out)
+    return count
+
+
+def _replace_nodes(model: Any, nodes: list[Any], out: Path) -> None:
+    import onnx
+
+    graph = model.graph
     del graph.node[:]
     graph.node.extend(nodes)
     used = {name for node in graph.node for name in node.input}
@@ -145,7 +169,96 @@ def quantize(fp32: Path, out: Path, recipe: Recipe) -> int:
     del graph.initializer[:]
     graph.initializer.extend(kept)
     onnx.save(model, str(out))
+
+
+def calibrated_inputs(fp32: Path) -> list[str]:
+    """The activations a calibrated recipe quantises: the input of each linear layer and fused attention node."""
+    import onnx
+
+    model = onnx.load(str(fp32))
+    weights = {init.name: init for init in model.graph.initializer}
+    names = [node.input[0] for node in model.graph.node
+             if _quantizable_attention(node, weights) or _linear_weight(node, weights) is not None]
+    return list(dict.fromkeys(names))
+
+
+def _quantize_calibrated(fp32: Path, out: Path, ranges: Mapping[str, tuple[float, float]]) -> int:
+    """Every linear layer's input quantised with one scale fixed at bake: a row's answer cannot depend on its pass.
+
+    Each activation becomes uint8 through one QuantizeLinear with a constant scale and zero point over its
+    calibrated range (shared by every layer that reads it), and each linear layer an exact integer product against
+    per-column int8 weights, scaled back in the same kernel (MatMulIntegerToFloat). A fused Attention node becomes
+    ONNX Runtime's QAttention fed the same constant scale, so its Q/K/V projection is int8 too. Nothing is
+    computed from the activations' values at run time, so nothing is shared between the rows of a pass.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(fp32))
+    graph = model.graph
+    weights = {init.name: init for init in graph.initializer}
+    nodes: list[onnx.NodeProto] = []
+    quantized: dict[str, tuple[str, str, str]] = {}
+
+    def uint8(x: str) -> tuple[str, str, str]:
+        if x not in quantized:
+            prefix = f"calq{len(quantized)}_"
+            low, high = min(ranges[x][0], 0.0), max(ranges[x][1], 0.0)
+            scale = np.float32(max(high - low, 1e-6) / 255.0)
+            zero_point = np.uint8(np.clip(np.round(-low / scale), 0, 255))
+            graph.initializer.extend([numpy_helper.from_array(np.array(scale), prefix + "scale"),
+                                      numpy_helper.from_array(np.array(zero_point), prefix + "zero_point")])
+            nodes.append(helper.make_node("QuantizeLinear", [x, prefix + "scale", prefix + "zero_point"],
+                                          [prefix + "x"]))
+            quantized[x] = (prefix + "x", prefix + "scale", prefix + "zero_point")
+        return quantized[x]
+
+    count = 0
+    for node in graph.node:
+        prefix = f"calw{count}_"
+        if _quantizable_attention(node, weights):
+            x, scale, zero_point = uint8(node.input[0])
+            w, w_scale = _int8_columns(graph, numpy_helper.to_array(weights[node.input[1]]), prefix)
+            mask = node.input[3] if len(node.input) > 3 else ""
+            nodes.append(helper.make_node(
+                "QAttention", [x, w, node.input[2], scale, w_scale, mask, zero_point], list(node.output),
+                name=(node.name or prefix) + "_int8", domain="com.microsoft",
+                **{a.name: helper.get_attribute_value(a) for a in node.attribute},
+            ))
+            count += 1
+            continue
+        weight = _linear_weight(node, weights)
+        if weight is None:
+            nodes.append(node)
+            continue
+        x, scale, zero_point = uint8(node.input[0])
+        w, w_scale = _int8_columns(graph, weight, prefix)
+        bias = ["", node.input[2]] if node.op_type == "Gemm" else []
+        nodes.append(helper.make_node("MatMulIntegerToFloat", [x, w, scale, w_scale, zero_point, *bias],
+                                      [node.output[0]], name=(node.name or prefix) + "_int8",
+                                      domain="com.microsoft"))
+        count += 1
+    _replace_nodes(model, nodes, out)
     return count
+
+
+def _quantizable_attention(node: Any, weights: dict[str, Any]) -> bool:
+    """A com.microsoft Attention with constant weights and bias whose attributes QAttention reads the same way."""
+    return (node.op_type == "Attention" and node.domain == "com.microsoft" and 3 <= len(node.input) <= 4
+            and node.input[1] in weights and node.input[2] in weights
+            and all(a.name in {"num_heads", "unidirectional"} for a in node.attribute))
+
+
+def _int8_columns(graph: Any, w: np.ndarray, prefix: str) -> tuple[str, str]:
+    """Add a [K, N] weight as symmetric int8 with one scale per output column; returns the two initializer names."""
+    from onnx import numpy_helper
+
+    w = w.astype(np.float32)
+    column_scale = (np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0).astype(np.float32)
+    w_int8 = np.clip(np.round(w / column_scale), -127, 127).astype(np.int8)
+    graph.initializer.extend([numpy_helper.from_array(w_int8, prefix + "w"),
+                              numpy_helper.from_array(column_scale, prefix + "w_scale")])
+    return prefix + "w", prefix + "w_scale"
 
 
 def _splittable_attention(node: Any, weights: dict[str, Any]) -> bool:
@@ -187,12 +300,8 @@ def _constants() -> list[Any]:
 def _per_row_matmul(graph: Any, x: str, w: np.ndarray, y: str, p: str) -> list[Any]:
     from onnx import helper, numpy_helper
 
-    w = w.astype(np.float32)
-    column_scale = (np.maximum(np.abs(w).max(axis=0), 1e-12) / 127.0).astype(np.float32)
-    w_int8 = np.clip(np.round(w / column_scale), -127, 127).astype(np.int8)
-    graph.initializer.extend([numpy_helper.from_array(w_int8, p + "w"),
-                              numpy_helper.from_array(column_scale, p + "w_scale"),
-                              numpy_helper.from_array(np.array([-1, w.shape[0]], np.int64), p + "rows_shape"),
+    w_name, w_scale = _int8_columns(graph, w, p)
+    graph.initializer.extend([numpy_helper.from_array(np.array([-1, w.shape[0]], np.int64), p + "rows_shape"),
                               numpy_helper.from_array(np.array([w.shape[1]], np.int64), p + "out_width")])
     return [
         # Rows of [tokens, features]; max |x| per row as max(max x, -min x): two reads, no |x| tensor written.
@@ -208,7 +317,7 @@ def _per_row_matmul(graph: Any, x: str, w: np.ndarray, y: str, p: str) -> list[A
         helper.make_node("Expand", ["rowq_zero_point", p + "row_count"], [p + "row_zero_point"]),
         helper.make_node("QuantizeLinear", [p + "rows", p + "row_scale", p + "row_zero_point"], [p + "x_uint8"],
                          axis=0),
-        helper.make_node("MatMulIntegerToFloat", [p + "x_uint8", p + "w", "rowq_1", p + "w_scale", "rowq_zero_point"],
+        helper.make_node("MatMulIntegerToFloat", [p + "x_uint8", w_name, "rowq_1", w_scale, "rowq_zero_point"],
                          [p + "column_scaled"], domain="com.microsoft"),
         helper.make_node("Mul", [p + "column_scaled", p + "scale"], [p + "scaled"]),
         helper.make_node("Shape", [x], [p + "leading"], end=-1),
@@ -316,11 +425,21 @@ def choose_int8(model_dir: Path, fp32_name: str, int8_name: str, task: str, enco
     as failed and the next one is tried, so an unusual model costs speed, never the bake.
     """
     texts, pairs = probe_inputs()
-    reference = infer_texts(OnnxBackend(model_dir / fp32_name, threads, "fp32"), encoder, texts, 32, 8192)
+    fp32 = model_dir / fp32_name
+    reference = infer_texts(OnnxBackend(fp32, threads, "fp32"), encoder, texts, 32, 8192)
+    ranges: dict[str, tuple[float, float]] | None = None
+    try:
+        ranges = activation_ranges(fp32, encoder, CALIBRATION_TEXTS, calibrated_inputs(fp32))
+    except Exception as exc:  # as below: a graph ONNX Runtime cannot run this way costs the calibrated recipes only
+        calibration_failed = f"calibration could not run the graph: {type(exc).__name__}: {str(exc)[:300]}"
     tried: list[dict[str, object]] = []
     target = model_dir / int8_name
     for recipe in RECIPES:
-        quantize(model_dir / fp32_name, target, recipe)
+        if recipe.calibrated and ranges is None:
+            tried.append({"recipe": recipe.name, "ok": False, "reason": calibration_failed})
+            log.warning("int8 recipe %s: %s", recipe.name, calibration_failed)
+            continue
+        quantize(fp32, target, recipe, ranges)
         try:
             backend = OnnxBackend(target, threads, "int8", workers=threads)  # served as: one worker per CPU
             candidate = infer_texts(backend, encoder, texts, 32, 8192)
@@ -332,6 +451,8 @@ def choose_int8(model_dir: Path, fp32_name: str, int8_name: str, task: str, enco
         metrics = drift(task, reference, candidate, pairs)
         ok, reason = within_limits(task, metrics)
         metrics.update(batch_invariance(backend, encoder, PROBE_TEXTS[:INVARIANCE_PROBE_TEXTS]))
+        if recipe.calibrated:
+            metrics["calibration_texts"] = float(len(CALIBRATION_TEXTS))
         if ok and metrics["batch_moved_rows"] > 0:
             ok, reason = False, (f"{int(metrics['batch_moved_rows'])} probe answers changed with their batch "
                                  f"neighbours (up to {metrics['batch_max_abs_diff']:.2e})")

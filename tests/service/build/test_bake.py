@@ -186,15 +186,42 @@ def test_replacing_an_earlier_bake_swaps_it_whole_or_keeps_it(tmp_path, monkeypa
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bake-old-")]
 
 
-def test_classifier_int8_puts_attention_projections_in_per_row_int8(classifier_dir) -> None:
+def test_classifier_int8_quantises_with_scales_fixed_at_bake(classifier_dir) -> None:
     import onnx
+    from onnx import numpy_helper
 
     manifest = Manifest.load(classifier_dir)
-    assert manifest.quantization.recipe == "per-row-all-linear"
-    ops = [node.op_type for node in onnx.load(str(classifier_dir / str(manifest.onnx_int8))).graph.node]
+    assert manifest.quantization.recipe == "calibrated-all-linear"
+    assert manifest.quantization.metrics["calibration_texts"] > 0
+    graph = onnx.load(str(classifier_dir / str(manifest.onnx_int8))).graph
+    ops = [node.op_type for node in graph.node]
+    assert "Attention" not in ops and ops.count("QAttention") == 2  # Q/K/V projections in int8 too
+    assert "DynamicQuantizeLinear" not in ops and "ReduceMax" not in ops  # no scale is computed from a pass
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    quantisers = [node for node in graph.node if node.op_type == "QuantizeLinear"]
+    assert quantisers and all(node.input[1] in constants and constants[node.input[1]].size == 1
+                              for node in quantisers)  # one constant scale per activation
+
+
+def test_per_row_recipe_splits_attention_into_a_per_row_projection(classifier_dir, tmp_path) -> None:
+    import onnx
+    from mlapi.build import quantize as q
+
+    manifest = Manifest.load(classifier_dir)
+    recipe = next(r for r in q.RECIPES if r.name == "per-row-all-linear")
+    q.quantize(classifier_dir / str(manifest.onnx_fp32), tmp_path / "per-row.onnx", recipe)
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "per-row.onnx")).graph.node]
     assert "Attention" not in ops and "QAttention" not in ops  # no fused attention left, none per tensor
     assert ops.count("MultiHeadAttention") == 2  # one per layer, fed the per-row int8 Q/K/V projection
     assert "DynamicQuantizeLinear" not in ops  # the per-tensor quantiser never appears
+
+
+def test_a_calibrated_recipe_needs_its_ranges(classifier_dir, tmp_path) -> None:
+    from mlapi.build import quantize as q
+
+    manifest = Manifest.load(classifier_dir)
+    with pytest.raises(ValueError, match="calibrated-all-linear"):
+        q.quantize(classifier_dir / str(manifest.onnx_fp32), tmp_path / "int8.onnx", q.RECIPES[0])
 
 
 def test_a_recipe_whose_graph_cannot_run_is_reported_and_the_next_is_kept(
@@ -209,8 +236,8 @@ def test_a_recipe_whose_graph_cannot_run_is_reported_and_the_next_is_kept(
     shutil.copy(classifier_dir / str(manifest.onnx_fp32), tmp_path / "model.onnx")
     real = q.quantize
 
-    def first_recipe_broken(fp32, out, recipe):  # type: ignore[no-untyped-def]
-        count = real(fp32, out, recipe)
+    def first_recipe_broken(fp32, out, recipe, ranges=None):  # type: ignore[no-untyped-def]
+        count = real(fp32, out, recipe, ranges)
         if recipe == q.RECIPES[0]:
             out.write_bytes(b"not an onnx graph")
         return count
@@ -221,3 +248,25 @@ def test_a_recipe_whose_graph_cannot_run_is_reported_and_the_next_is_kept(
     assert report.chosen == "int8" and report.recipe == q.RECIPES[1].name
     assert report.tried[0]["ok"] is False and "could not run the graph" in str(report.tried[0]["reason"])
     assert (tmp_path / "model.int8.onnx").is_file()
+
+
+def test_a_graph_calibration_cannot_run_costs_the_calibrated_recipe_only(
+    classifier_dir, tmp_path, monkeypatch
+) -> None:
+    import shutil
+
+    from mlapi.build import quantize as q
+    from mlapi.engine.tokenization import TextEncoder
+
+    manifest = Manifest.load(classifier_dir)
+    shutil.copy(classifier_dir / str(manifest.onnx_fp32), tmp_path / "model.onnx")
+
+    def no_such_tensor(graph, encoder, texts, names):  # type: ignore[no-untyped-def]
+        return q.activation_ranges(graph, encoder, texts, [*names, "not-a-tensor-of-this-graph"])
+
+    monkeypatch.setattr(q, "activation_ranges", no_such_tensor)
+    encoder = TextEncoder(classifier_dir / "tokenizer.json", manifest.max_length, manifest.input_names)
+    report = q.choose_int8(tmp_path, "model.onnx", "model.int8.onnx", manifest.task, encoder, 2)
+    assert report.tried[0]["recipe"] == "calibrated-all-linear" and report.tried[0]["ok"] is False
+    assert "calibration could not run the graph" in str(report.tried[0]["reason"])
+    assert report.chosen == "int8" and report.recipe == "per-row-all-linear"

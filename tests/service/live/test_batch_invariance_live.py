@@ -22,9 +22,11 @@ def _predict(base: str, texts: list[str]) -> list[list[dict[str, object]]]:
         return json.loads(response.read())["predictions"]
 
 
-@pytest.fixture(scope="module")
-def server(minilm_dir, live_server):  # type: ignore[no-untyped-def]
-    running = live_server(minilm_dir, MLAPI_CACHE_ENABLED="false", MLAPI_BATCH_WAIT_MS="2")
+@pytest.fixture(scope="module", params=["minilm", "classifier"])
+def server(request, minilm_dir, classifier_dir, live_server):  # type: ignore[no-untyped-def]
+    # The bundled encoder is baked per row; the classifier with scales calibrated at bake.
+    model_dir = minilm_dir if request.param == "minilm" else classifier_dir
+    running = live_server(model_dir, MLAPI_CACHE_ENABLED="false", MLAPI_BATCH_WAIT_MS="2")
     yield running.base
     running.stop()
 
