@@ -441,7 +441,8 @@ def choose_int8(model_dir: Path, fp32_name: str, int8_name: str, task: str, enco
             continue
         quantize(fp32, target, recipe, ranges)
         try:
-            backend = OnnxBackend(target, threads, "int8", workers=threads)  # served as: one worker per CPU
+            # Both lanes the server runs: a one-thread worker's and, for a lone text, all the threads.
+            backend = OnnxBackend(target, threads, "int8", workers=1, per_worker=1)
             candidate = infer_texts(backend, encoder, texts, 32, 8192)
         except Exception as exc:  # ONNX Runtime raises several types; a graph it cannot run is a recipe that failed
             reason = f"ONNX Runtime could not run the graph: {type(exc).__name__}: {str(exc)[:300]}"

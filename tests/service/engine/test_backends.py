@@ -73,3 +73,15 @@ def test_onnx_serving_never_imports_torch(minilm_dir) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_one_narrow_worker_beside_a_wide_lane_answers_alike_on_both(classifier_dir) -> None:
+    # Bake's invariance probe runs this way on any build machine: two sessions, not one per CPU plus one.
+    from mlapi.engine.backends.onnx import OnnxBackend
+
+    manifest = Manifest.load(classifier_dir)
+    encoder = TextEncoder(classifier_dir / "tokenizer.json", manifest.max_length, manifest.input_names)
+    backend = OnnxBackend(classifier_dir / str(manifest.onnx_int8), 4, "int8", workers=1, per_worker=1)
+    assert backend.workers == 1 and backend.has_wide_lane
+    batch = encoder.pad(encoder.encode(PROBE_TEXTS[:6]))
+    assert np.array_equal(backend.infer(batch), backend.infer(batch, wide=True))

@@ -25,8 +25,11 @@ class OnnxBackend:
 
     name = "onnx"
 
-    def __init__(self, graph: Path, threads: int, precision: str, workers: int = 1) -> None:
-        per_worker = max(1, threads // workers)
+    def __init__(self, graph: Path, threads: int, precision: str, workers: int = 1,
+                 per_worker: int | None = None) -> None:
+        """`workers` sessions of `per_worker` threads each (default: an equal share of `threads`), plus one on all
+        `threads` when that is more."""
+        per_worker = per_worker or max(1, threads // workers)
         wide = threads > per_worker
         # Each session reads these arrays in place for as long as it lives, so the backend holds them too.
         self._shared = _shared_weights(graph) if workers + wide > 1 else {}
