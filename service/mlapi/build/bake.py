@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -115,12 +116,14 @@ def quiet_libraries() -> None:
 
 
 def bake(source: str | None, out: Path, revision: str | None = None, onnx_only: bool = False,
-         quantize: bool = True, force: bool = False, token: str | None = None, quiet: bool = False) -> Manifest:
+         quantize: bool = True, force: bool = False, token: str | None = None, quiet: bool = False,
+         calibration_texts: Sequence[str] = ()) -> Manifest:
     """Bake SOURCE (hub id, local checkpoint, s3://BUCKET/PREFIX, or the bundled default when None) into OUT.
 
     OUT is replaced only when it is new, empty or an earlier bake (or with `force`); the new model is built in a
     sibling directory and renamed into place, so a failed bake leaves OUT as it was. `token` reads private hub
     repos; `quiet` leaves only bake's own progress lines in the log (`quiet_libraries`), as `mlapi bake` does.
+    `calibration_texts` join the built-in ones that int8 scales fixed at bake are measured on.
     """
     from mlapi.build.sources import fetch, parse_source
 
@@ -135,13 +138,13 @@ def bake(source: str | None, out: Path, revision: str | None = None, onnx_only: 
     try:
         fetched = fetch(model_source, revision, download, token)
         return _bake_checkpoint(model_source.uri, fetched.path, fetched.origin, out, revision, onnx_only, quantize,
-                                quiet)
+                                quiet, calibration_texts)
     finally:
         shutil.rmtree(download, ignore_errors=True)
 
 
 def _bake_checkpoint(source: str, checkpoint: Path, origin: Origin, out: Path, revision: str | None,
-                     onnx_only: bool, quantize: bool, quiet: bool) -> Manifest:
+                     onnx_only: bool, quantize: bool, quiet: bool, calibration_texts: Sequence[str]) -> Manifest:
     from mlapi.build.export import export_onnx, inspect_source, optimize_graph
     from mlapi.build.quantize import choose_int8
 
@@ -172,7 +175,8 @@ def _bake_checkpoint(source: str, checkpoint: Path, origin: Origin, out: Path, r
         encoder = TextEncoder(staging / TOKENIZER_FILE, info.max_length, input_names)
         if quantize:
             log.info("quantizing int8, checking drift against fp32")
-            report = choose_int8(staging, fp32, "model.int8.onnx", info.task, encoder, usable_cpus())
+            report = choose_int8(staging, fp32, "model.int8.onnx", info.task, encoder, usable_cpus(),
+                                 calibration_texts)
         else:
             report = QuantizationReport(chosen="fp32", reason="quantisation disabled at bake")
         log.info("serving %s: %s", report.chosen, report.reason)

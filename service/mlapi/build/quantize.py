@@ -12,14 +12,14 @@ why and fp32 is served.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mlapi.build.calibration import CALIBRATION_TEXTS, activation_ranges
+from mlapi.build.calibration import activation_ranges, calibration_set
 from mlapi.engine.backends.onnx import OnnxBackend
 from mlapi.engine.batching import infer_texts
 from mlapi.engine.manifest import QuantizationReport
@@ -418,18 +418,21 @@ def batch_invariance(backend: OnnxBackend, encoder: TextEncoder, texts: list[str
 
 
 def choose_int8(model_dir: Path, fp32_name: str, int8_name: str, task: str, encoder: TextEncoder,
-                threads: int) -> QuantizationReport:
+                threads: int, calibration_texts: Sequence[str] = ()) -> QuantizationReport:
     """Try the recipes in order; keep the first int8 graph within limits at `int8_name`, else none.
 
     A recipe whose graph ONNX Runtime cannot load or run (an attention node the split does not fit, say) is reported
-    as failed and the next one is tried, so an unusual model costs speed, never the bake.
+    as failed and the next one is tried, so an unusual model costs speed, never the bake. `calibration_texts` (the
+    user's own) join the built-in calibration set; any that is also a probe text is left out, so the drift check
+    stays on texts calibration never saw.
     """
     texts, pairs = probe_inputs()
     fp32 = model_dir / fp32_name
     reference = infer_texts(OnnxBackend(fp32, threads, "fp32"), encoder, texts, 32, 8192)
+    calibration = calibration_set(calibration_texts, texts)
     ranges: dict[str, tuple[float, float]] | None = None
     try:
-        ranges = activation_ranges(fp32, encoder, CALIBRATION_TEXTS, calibrated_inputs(fp32))
+        ranges = activation_ranges(fp32, encoder, calibration, calibrated_inputs(fp32))
     except Exception as exc:  # as below: a graph ONNX Runtime cannot run this way costs the calibrated recipes only
         calibration_failed = f"calibration could not run the graph: {type(exc).__name__}: {str(exc)[:300]}"
     tried: list[dict[str, object]] = []
@@ -453,7 +456,7 @@ def choose_int8(model_dir: Path, fp32_name: str, int8_name: str, task: str, enco
         ok, reason = within_limits(task, metrics)
         metrics.update(batch_invariance(backend, encoder, PROBE_TEXTS[:INVARIANCE_PROBE_TEXTS]))
         if recipe.calibrated:
-            metrics["calibration_texts"] = float(len(CALIBRATION_TEXTS))
+            metrics["calibration_texts"] = float(len(calibration))
         if ok and metrics["batch_moved_rows"] > 0:
             ok, reason = False, (f"{int(metrics['batch_moved_rows'])} probe answers changed with their batch "
                                  f"neighbours (up to {metrics['batch_max_abs_diff']:.2e})")
