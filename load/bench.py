@@ -173,14 +173,12 @@ def _mlapi_argv(paths: Paths, port: int) -> list[str]:
     return [str(mlapi_bin()), "serve", "--model-dir", str(paths.baked), "--host", bench_procs.HOST, "--port", str(port)]
 
 
-def _mlapi_per_tensor_argv(paths: Paths, port: int) -> list[str]:
-    return [str(mlapi_bin()), "serve", "--model-dir", str(paths.baked_per_tensor), "--host", bench_procs.HOST,
-            "--port", str(port)]
-
-
-def _mlapi_per_row_argv(paths: Paths, port: int) -> list[str]:
-    return [str(mlapi_bin()), "serve", "--model-dir", str(paths.baked_per_row), "--host", bench_procs.HOST,
-            "--port", str(port)]
+def _mlapi_variant_argv(model_dir: Callable[[Paths], Path]) -> Callable[[Paths, int], list[str]]:
+    """`mlapi serve` on another int8 graph of the same bake (`model_dir` picks its directory)."""
+    def argv(paths: Paths, port: int) -> list[str]:
+        return [str(mlapi_bin()), "serve", "--model-dir", str(model_dir(paths)), "--host", bench_procs.HOST,
+                "--port", str(port)]
+    return argv
 
 
 # infinity-emb and what its optimum engine needs, pinned. 0.0.78 (PyPI, 2025) is its newest release. Its optimum
@@ -221,7 +219,7 @@ SERVERS: list[ServerSpec] = [
     # the run shows both batch-invariant recipes.
     ServerSpec(
         name="mlapi-onnx-per-row",
-        argv=_mlapi_per_row_argv,
+        argv=_mlapi_variant_argv(lambda paths: paths.baked_per_row),
         env={"MLAPI_BACKEND": "onnx"},
         phases=[Phase("uncached", UNCACHED, [*UNIQUE, UNIQUE_LONG[2]])],
         needs_bake=True,
@@ -230,7 +228,7 @@ SERVERS: list[ServerSpec] = [
     # the run shows what per-row quantisation costs.
     ServerSpec(
         name="mlapi-onnx-per-tensor",
-        argv=_mlapi_per_tensor_argv,
+        argv=_mlapi_variant_argv(lambda paths: paths.baked_per_tensor),
         env={"MLAPI_BACKEND": "onnx"},
         phases=[Phase("uncached", UNCACHED, [*UNIQUE, UNIQUE_LONG[2]])],
         needs_bake=True,
