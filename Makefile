@@ -93,7 +93,7 @@ serve: $(MODEL_DIR)/manifest.json
 # -v names each test as it starts; fd 3 (the terminal, which pytest's capture leaves alone) carries a line every
 # HEARTBEAT seconds while one test runs long (tests/conftest.py), as the live schemathesis run does.
 test: $(VENV)/.dev-ready $(TOOLS)/bin/checkov lint
-	@echo "==> pytest: the whole suite (about 900 tests; the percentage at each line's end is how far along)"
+	@echo "==> pytest: the whole suite (about 960 tests; the percentage at each line's end is how far along)"
 	CHECKOV=$(CURDIR)/$(TOOLS)/bin/checkov TOKENIZERS_PARALLELISM=false TEST_HEARTBEAT_FD=3 \
 		TEST_HEARTBEAT_SECONDS=$(HEARTBEAT) $(PY) -m pytest -v $(PYTEST_ARGS) 3>&1
 
