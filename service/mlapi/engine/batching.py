@@ -53,7 +53,7 @@ def infer_texts(
     """
     rows: np.ndarray | None = None
     for positions, batch in encoder.passes(texts, max_size, max_tokens, overhead_tokens):
-        out = backend.infer(batch, wide=True) if wide else backend.infer(batch)
+        out = backend.infer(batch, wide=wide)
         if rows is None:
             rows = np.empty((len(texts), *out.shape[1:]), dtype=out.dtype)
         rows[positions] = out
@@ -240,16 +240,14 @@ class MicroBatcher:
                 self._slots.release()
                 continue
             lanes = 1
-            if self._pending == 0 and self._idle == self._workers - 1 > 0 and _texts(taken) == 1 and self._wide_ok():
+            alone = self._pending == 0 and self._idle == self._workers - 1 > 0 and _texts(taken) == 1
+            if alone and self.backend.has_wide_lane:
                 for _ in range(self._idle):
                     await self._slots.acquire()
                 lanes, self._idle = self._workers, 0
             task = asyncio.create_task(self._pass(taken, lanes))
             self._passes.add(task)
             task.add_done_callback(self._passes.discard)
-
-    def _wide_ok(self) -> bool:
-        return bool(getattr(self.backend, "has_wide_lane", False))
 
     async def _pass(self, slices: list[_Slice], lanes: int = 1) -> None:
         """Run one pass for these slices on `lanes` workers and hand each its rows; always frees the workers."""

@@ -83,13 +83,14 @@ class GatedBackend:
         self.inner = inner
         self.name = inner.name
         self.fingerprint = inner.fingerprint
+        self.has_wide_lane = False
         self.entered = threading.Event()
         self.gate = threading.Event()
 
-    def infer(self, batch):  # type: ignore[no-untyped-def]
+    def infer(self, batch, wide: bool = False):  # type: ignore[no-untyped-def]
         self.entered.set()
         self.gate.wait(timeout=30)
-        return self.inner.infer(batch)
+        return self.inner.infer(batch, wide)
 
 
 def test_full_queue_refuses_with_overloaded(engine_parts) -> None:
@@ -145,9 +146,9 @@ def test_failed_pass_fails_its_requests_not_the_server(make_client, classifier_d
         real = engine.batcher.backend
 
         class Exploding:
-            name, fingerprint = real.name, real.fingerprint
+            name, fingerprint, has_wide_lane = real.name, real.fingerprint, False
 
-            def infer(self, batch):  # type: ignore[no-untyped-def]
+            def infer(self, batch, wide: bool = False):  # type: ignore[no-untyped-def]
                 raise RuntimeError("simulated inference failure")
 
         engine.batcher.backend = Exploding()
@@ -190,7 +191,7 @@ def test_two_workers_run_two_passes_at_once(engine_parts) -> None:
     class Counting:
         """The real backend, recording how many passes are inside it at once."""
 
-        name, fingerprint, workers = backend.name, backend.fingerprint, 2
+        name, fingerprint, workers, has_wide_lane = backend.name, backend.fingerprint, 2, False
 
         def __init__(self) -> None:
             self.inside = 0
@@ -198,7 +199,7 @@ def test_two_workers_run_two_passes_at_once(engine_parts) -> None:
             self.lock = threading.Lock()
             self.both_in = threading.Event()
 
-        def infer(self, batch):  # type: ignore[no-untyped-def]
+        def infer(self, batch, wide: bool = False):  # type: ignore[no-untyped-def]
             with self.lock:
                 self.inside += 1
                 self.most = max(self.most, self.inside)
@@ -249,12 +250,12 @@ def test_batcher_answers_every_request_once_within_the_token_budget(engine_parts
     class Recording:
         """The real backend, recording the shape of every pass it runs."""
 
-        name, fingerprint, workers = backend.name, backend.fingerprint, 1
+        name, fingerprint, workers, has_wide_lane = backend.name, backend.fingerprint, 1, False
 
         def __init__(self) -> None:
             self.shapes: list[tuple[int, int]] = []
 
-        def infer(self, batch):  # type: ignore[no-untyped-def]
+        def infer(self, batch, wide: bool = False):  # type: ignore[no-untyped-def]
             self.shapes.append(batch.shape)
             return backend.infer(batch)
 
@@ -300,7 +301,7 @@ class Lanes:
         if gated and self.hold is not None:
             self.hold.wait(timeout=30)
         try:
-            return self.inner.infer(batch)
+            return self.inner.infer(batch, wide)
         finally:
             with self.lock:
                 self.inside -= 1

@@ -27,11 +27,12 @@ class RecordingBackend:
         self.name = inner.name
         self.precision = inner.precision
         self.fingerprint = inner.fingerprint
+        self.has_wide_lane = False
         self.passes: list[int] = []
 
-    def infer(self, batch):  # type: ignore[no-untyped-def]
+    def infer(self, batch, wide: bool = False):  # type: ignore[no-untyped-def]
         self.passes.append(batch.shape[0])
-        return self.inner.infer(batch)
+        return self.inner.infer(batch, wide)
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +105,10 @@ class SlowBackend(RecordingBackend):
         super().__init__(inner)
         self.seconds_per_token = seconds_per_token
 
-    def infer(self, batch):  # type: ignore[no-untyped-def]
+    def infer(self, batch, wide: bool = False):  # type: ignore[no-untyped-def]
         rows, cols = batch.shape
         time.sleep(self.seconds_per_token * rows * cols)
-        return super().infer(batch)
+        return super().infer(batch, wide)
 
 
 def test_a_request_that_would_outwait_its_deadline_is_refused_at_once(parts) -> None:
@@ -195,9 +196,9 @@ def test_a_request_over_the_token_cap_is_refused_before_any_pass(parts) -> None:
 class FixedTimeBackend(RecordingBackend):
     """Every pass takes the same wall time, whatever it carries: one short text costs as much as a full pass."""
 
-    def infer(self, batch):  # type: ignore[no-untyped-def]
+    def infer(self, batch, wide: bool = False):  # type: ignore[no-untyped-def]
         time.sleep(0.05)
-        return super().infer(batch)
+        return super().infer(batch, wide)
 
 
 def test_a_pass_of_one_short_text_does_not_make_the_estimate_jump(parts) -> None:

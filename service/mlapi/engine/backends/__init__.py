@@ -23,6 +23,11 @@ class Backend(Protocol):
     fingerprint: str
     workers: int  # passes it can run at the same time
 
+    @property
+    def has_wide_lane(self) -> bool:
+        """Whether `infer(..., wide=True)` runs on more threads than one worker's."""
+        ...
+
     def infer(self, batch: TokenBatch, wide: bool = False) -> np.ndarray:
         """One output row per text in the batch; `wide`: on every worker's threads (the caller holds them all).
 

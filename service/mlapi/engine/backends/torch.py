@@ -16,6 +16,7 @@ class TorchBackend:
     name = "torch"
     fingerprint = "torch-fp32"
     workers = 1
+    has_wide_lane = False
 
     def __init__(self, hf_dir: Path, task: str, pooling: str | None, threads: int) -> None:
         import torch
