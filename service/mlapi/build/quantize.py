@@ -92,6 +92,8 @@ RECIPES = (
 
 # Attention attributes MultiHeadAttention reads the same way; a node with any other stays a fused fp32 Attention.
 _MHA_ATTRIBUTES = {"num_heads", "scale", "mask_filter_value"}
+# And those QAttention reads the same way; a node with any other stays fp32 in a calibrated graph.
+_QATTENTION_ATTRIBUTES = {"num_heads", "unidirectional"}
 
 
 def quantize(fp32: Path, out: Path, recipe: Recipe, ranges: Mapping[str, tuple[float, float]] | None = None
@@ -243,10 +245,15 @@ def _quantize_calibrated(fp32: Path, out: Path, ranges: Mapping[str, tuple[float
 
 
 def _quantizable_attention(node: Any, weights: dict[str, Any]) -> bool:
-    """A com.microsoft Attention with constant weights and bias whose attributes QAttention reads the same way."""
+    """A fused attention node whose attributes QAttention reads the same way."""
+    return _fused_attention(node, weights, _QATTENTION_ATTRIBUTES)
+
+
+def _fused_attention(node: Any, weights: dict[str, Any], attributes: set[str]) -> bool:
+    """A com.microsoft Attention with constant Q/K/V weights and bias and no attribute outside `attributes`."""
     return (node.op_type == "Attention" and node.domain == "com.microsoft" and 3 <= len(node.input) <= 4
             and node.input[1] in weights and node.input[2] in weights
-            and all(a.name in {"num_heads", "unidirectional"} for a in node.attribute))
+            and all(a.name in attributes for a in node.attribute))
 
 
 def _int8_columns(graph: Any, w: np.ndarray, prefix: str) -> tuple[str, str]:
@@ -262,12 +269,8 @@ def _int8_columns(graph: Any, w: np.ndarray, prefix: str) -> tuple[str, str]:
 
 
 def _splittable_attention(node: Any, weights: dict[str, Any]) -> bool:
-    """A com.microsoft Attention whose constant Q/K/V weights and bias MultiHeadAttention can take apart."""
-    if node.op_type != "Attention" or node.domain != "com.microsoft" or not 3 <= len(node.input) <= 4:
-        return False
-    if node.input[1] not in weights or node.input[2] not in weights:
-        return False
-    if any(a.name not in _MHA_ATTRIBUTES for a in node.attribute):
+    """A fused attention node whose constant Q/K/V weights and bias MultiHeadAttention can take apart."""
+    if not _fused_attention(node, weights, _MHA_ATTRIBUTES):
         return False
     shape = list(weights[node.input[1]].dims)
     return len(shape) == 2 and shape[1] % 3 == 0
