@@ -393,15 +393,17 @@ def requantize_per_tensor(baked: Path, out: Path) -> dict[str, Any]:
     This is the recipe mlapi used before answers had to be batch-invariant (per-channel int8 weights, one uint8
     activation scale per tensor, attention fused into QAttention); only the benchmark builds it.
     """
+    return _requantized_copy(baked, out, write_per_tensor, "per-tensor-dynamic (benchmark only; not batch-invariant)")
+
+
+def write_per_tensor(fp32: Path, int8: Path) -> None:
+    """The old recipe's int8 graph of `fp32`: ONNX Runtime's dynamic quantisation, weights per channel."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    def write(fp32: Path, int8: Path) -> None:
-        quantize_dynamic(str(fp32), str(int8), per_channel=True, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Attention", "Gemm"],
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-
-    return _requantized_copy(baked, out, write, "per-tensor-dynamic (benchmark only; not batch-invariant)")
+    quantize_dynamic(str(fp32), str(int8), per_channel=True, weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul", "Attention", "Gemm"],
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
 def requantize_per_row(baked: Path, out: Path) -> dict[str, Any]:

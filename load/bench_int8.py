@@ -28,17 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
+from bench import write_per_tensor  # noqa: E402
 from bench_texts import unique_texts  # noqa: E402
-
-
-def _per_tensor(fp32: Path, out: Path) -> None:
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(str(fp32), str(out), per_channel=True, weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul", "Attention", "Gemm"],
-                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-
 
 ROUNDS = 4
 
@@ -100,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
               f"int8 per row, fused attention in fp32 ({per_row_attention_fp32.name})":
                   work / "per-row-attention-fp32.onnx",
               per_row_name: work / "per-row.onnx", now_name: work / "calibrated.onnx"}
-    _per_tensor(fp32, graphs["int8 per tensor (before)"])
+    write_per_tensor(fp32, graphs["int8 per tensor (before)"])
     ranges = activation_ranges(fp32, encoder, CALIBRATION_TEXTS, calibrated_inputs(fp32))
     quantize(fp32, graphs[now_name], calibrated, ranges)
     quantize(fp32, graphs[per_row_name], per_row)
